@@ -1,0 +1,7 @@
+"""Channel delivery adapters: where a batch of sends goes once it is recorded."""
+
+from __future__ import annotations
+
+from clearance.channels.base import ChannelError, Delivery, SendRecord, delivery_for
+
+__all__ = ["ChannelError", "Delivery", "SendRecord", "delivery_for"]

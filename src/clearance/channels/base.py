@@ -1,0 +1,57 @@
+"""The delivery seam. A batch is delivered whole; redelivery of the same batch is idempotent
+for the file adapter and carries the same `webhook-id` for the webhook adapter."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from clearance.clock import Clock
+from clearance.config import Settings
+from clearance.store import Batch, ChannelConfig
+
+
+class ChannelError(Exception):
+    """Delivery failed; the batch stays undelivered and is retried."""
+
+
+@dataclass(frozen=True)
+class SendRecord:
+    send_id: str
+    campaign_id: int
+    channel_id: int
+    customer_id: str
+    template_id: int | None
+    scheduled_time: str
+    promo_code: str
+
+    def wire(self) -> dict[str, Any]:
+        return {
+            "SendID": self.send_id,
+            "CampaignID": self.campaign_id,
+            "ChannelID": self.channel_id,
+            "CustomerID": self.customer_id,
+            "TemplateID": self.template_id,
+            "ScheduledTime": self.scheduled_time,
+            "PromoCode": self.promo_code,
+        }
+
+
+def send_id(campaign_id: int, channel_id: int, seq: int) -> str:
+    return f"{campaign_id}-{channel_id}-{seq}"
+
+
+class Delivery(Protocol):
+    def deliver(self, batch: Batch, sends: list[SendRecord]) -> None: ...
+
+
+def delivery_for(config: ChannelConfig | None, settings: Settings, clock: Clock) -> Delivery:
+    from clearance.channels.file import FileDelivery
+    from clearance.channels.webhook import WebhookDelivery
+
+    if config is not None and config.delivery == "webhook":
+        if not config.target:
+            raise ChannelError(f"channel {config.channel_id} has webhook delivery but no url")
+        return WebhookDelivery(config.target, settings, clock)
+    directory = (config.target if config and config.target else None) or settings.file_channel_dir
+    return FileDelivery(directory)

@@ -1,0 +1,66 @@
+"""One settings object, read from CLEARANCE_* variables and overridden by CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from clearance.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///./clearance.db"
+    timezone: str = "UTC"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    # Standard Webhooks secret ("whsec_<base64>") used to sign notifications and channel batches.
+    signing_secret: str | None = None
+    default_clearance_lead_seconds: int = 1800
+    worker_poll_seconds: float = 0.5
+    lease_seconds: float = 30.0
+    execution_chunk: int = 5000
+    file_channel_dir: str = "./clearance-sends"
+    outbound_timeout_seconds: float = 10.0
+    notification_ttl_seconds: int = 3600
+    max_body_bytes: int = 8 * 1024 * 1024
+    token_idle_seconds: int = 20 * 60
+    bootstrap_api_key: str | None = None
+    bootstrap_user: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise InvalidInput(f"unknown time zone {self.timezone!r}", field="timezone") from exc
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"CLEARANCE_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            default = f.default
+            if isinstance(default, bool):
+                values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                values[f.name] = int(raw)
+            elif isinstance(default, float):
+                values[f.name] = float(raw)
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.tz  # noqa: B018  (fail at start on a bad zone, not at the first request)
+        return settings
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

@@ -1,0 +1,159 @@
+"""Campaigns, approvals and the rules between them. Pure: no I/O, time passed in."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from clearance.errors import InvalidInput
+
+MAX_APPROVALS_PER_CALL = 10_000
+DEFAULT_PAGE = 10_000
+MAX_PAGE = 100_000
+MAX_ID_LENGTH = 200
+DEFAULT_CLEARANCE_LEAD_SECONDS = 1800
+WIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class State(StrEnum):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    AWAITING_CLEARANCE = "awaiting_clearance"
+    CLEARED = "cleared"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+    CANCELED = "canceled"
+
+
+# States in which the worker has a step to take once `next_step_at` arrives.
+ACTIVE_STATES = (State.SCHEDULED, State.AWAITING_CLEARANCE, State.CLEARED, State.EXECUTING)
+CANCELABLE_STATES = (State.DRAFT, *ACTIVE_STATES[:3])
+
+
+class Reason(StrEnum):
+    """Why a target customer did not get the campaign."""
+
+    NOT_APPROVED = "not_approved"  # never approved by ClearanceRequiredBy
+    REFUSED = "refused"  # the operator's system answered Status false (or revoked)
+    APPROVED_LATE = "approved_late"
+    CAMPAIGN_CANCELED = "campaign_canceled"
+
+
+class EventType:
+    CAMPAIGN_PROCESSED = 1
+    CAMPAIGN_CANCELED = 4
+    CLEARANCE_REQUIRED = 5
+    CHANNEL_EXECUTED = 13
+
+
+@dataclass(frozen=True)
+class Template:
+    id: int
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class ChannelRef:
+    id: int
+    name: str = ""
+    templates: tuple[Template, ...] = ()
+
+
+@dataclass
+class Campaign:
+    campaign_id: int
+    name: str
+    execute_at: datetime
+    duration_days: int
+    conditional: bool
+    action_id: int
+    action_name: str
+    promo_codes: list[str]
+    channels: list[ChannelRef]
+    state: State
+    clearance_lead_seconds: int | None = None
+    process_at: datetime | None = None
+    clearance_required_by: datetime | None = None
+    target_count: int = 0
+    created_at: datetime | None = None
+    executed_at: datetime | None = None
+    canceled_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def promo_code_for(self, seq: int) -> str:
+        """Promo codes are handed out round-robin over the target group, in target order."""
+        if not self.promo_codes:
+            return ""
+        return self.promo_codes[(seq - 1) % len(self.promo_codes)]
+
+
+def clearance_required_by(
+    execute_at: datetime,
+    channel_leads: list[int | None],
+    campaign_lead: int | None,
+    default_lead: int = DEFAULT_CLEARANCE_LEAD_SECONDS,
+) -> datetime:
+    """Execution time minus the longest clearance lead among the campaign's channels.
+
+    A lead set on the campaign overrides the channels'; a channel without its own lead uses the default.
+    """
+    if campaign_lead is not None:
+        lead = campaign_lead
+    else:
+        leads = [default_lead if x is None else x for x in channel_leads] or [default_lead]
+        lead = max(leads)
+    return execute_at - timedelta(seconds=lead)
+
+
+def parse_time(value: str, tz: ZoneInfo, field_name: str) -> datetime:
+    """`YYYY-MM-DD HH:MM:SS` in the site time zone, or ISO 8601 with an offset. Returns UTC."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{field_name} must be a time string", field=field_name)
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{field_name} must be 'YYYY-MM-DD HH:MM:SS' or ISO 8601 with offset, got {value!r}",
+            field=field_name,
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
+
+
+def format_wire_time(when: datetime, tz: ZoneInfo) -> str:
+    """The wire format's zone-less timestamp, in the site's time zone."""
+    return when.astimezone(tz).strftime(WIRE_TIME_FORMAT)
+
+
+_ID_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+
+
+def check_customer_id(value: Any, field_name: str = "CustomerID") -> str:
+    """Customer ids are non-empty strings without control characters, at most 200 characters."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInput(f"{field_name} must be a string", field=field_name)
+    text = str(value)
+    if not text or len(text) > MAX_ID_LENGTH:
+        raise InvalidInput(
+            f"{field_name} must be 1..{MAX_ID_LENGTH} characters, got {len(text)}", field=field_name
+        )
+    if not _ID_RE.match(text):
+        raise InvalidInput(f"{field_name} contains control characters", field=field_name)
+    return text
+
+
+def check_page(top: int | None, skip: int | None) -> tuple[int, int]:
+    """Wire paging: `$top` 1..100,000 (default 10,000), `$skip` >= 0."""
+    size = DEFAULT_PAGE if top is None else top
+    offset = 0 if skip is None else skip
+    if size < 1 or size > MAX_PAGE:
+        raise InvalidInput(f"$top must be between 1 and {MAX_PAGE}", field="$top")
+    if offset < 0:
+        raise InvalidInput("$skip must be >= 0", field="$skip")
+    return size, offset

@@ -1,0 +1,83 @@
+"""The engine's operations, as the API and the CLI call them: rules in `domain`, I/O in `store`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from clearance.clock import Clock, to_ms
+from clearance.config import Settings
+from clearance.domain import (
+    MAX_APPROVALS_PER_CALL,
+    Campaign,
+    EventType,
+    State,
+    clearance_required_by,
+    format_wire_time,
+)
+from clearance.errors import Conflict, InvalidInput
+from clearance.notifier import build_notifications
+from clearance.store import ApprovalResult, Store
+
+
+@dataclass
+class Engine:
+    store: Store
+    settings: Settings
+    clock: Clock
+
+    def now_ms(self) -> int:
+        return to_ms(self.clock.now())
+
+    def _check_schedulable(self, c: Campaign) -> None:
+        """A conditional campaign whose deadline has already passed could reach nobody: refuse."""
+        if not c.conditional:
+            return
+        leads = self.store.get_channels([ch.id for ch in c.channels])
+        crb = clearance_required_by(
+            c.execute_at,
+            [leads[ch.id].clearance_lead_seconds if ch.id in leads else None for ch in c.channels],
+            c.clearance_lead_seconds,
+            self.settings.default_clearance_lead_seconds,
+        )
+        if crb <= self.clock.now():
+            raise InvalidInput(
+                f"ClearanceRequiredBy would be {format_wire_time(crb, self.settings.tz)}, already "
+                "past: move execute_at later or shorten clearance_lead_seconds",
+                field="execute_at",
+            )
+
+    def create_campaign(
+        self, c: Campaign, target: Sequence[tuple[str, str | None]]
+    ) -> Campaign:
+        if c.state == State.SCHEDULED:
+            self._check_schedulable(c)
+        return self.store.create_campaign(c, target, self.now_ms())
+
+    def schedule(self, campaign_id: int) -> Campaign:
+        return self.store.schedule(campaign_id, self.now_ms(), self._check_schedulable)
+
+    def cancel(self, campaign_id: int) -> Campaign:
+        c = self.store.get_campaign(campaign_id)
+        now = self.clock.now()
+        notes = []
+        if c.state not in (State.DRAFT, State.SCHEDULED):  # listeners only know processed ones
+            notes = build_notifications(
+                self.store, EventType.CAMPAIGN_CANCELED, c, now,
+                now + timedelta(seconds=self.settings.notification_ttl_seconds), self.settings,
+            )
+        if not self.store.cancel(campaign_id, to_ms(now), notes):
+            current = self.store.get_campaign(campaign_id).state
+            raise Conflict(f"campaign {campaign_id} is {current} and can no longer be canceled")
+        return self.store.get_campaign(campaign_id)
+
+    def approve(self, campaign_id: int, entries: Sequence[tuple[str, bool]]) -> ApprovalResult:
+        if len(entries) > MAX_APPROVALS_PER_CALL:
+            raise InvalidInput(
+                f"PromosUpdated has {len(entries)} entries; at most {MAX_APPROVALS_PER_CALL} "
+                "per call. Nothing was applied.",
+                field="PromosUpdated",
+            )
+        deduped = dict(entries)  # the last word on a customer within one call wins
+        return self.store.apply_approvals(campaign_id, list(deduped.items()), self.now_ms)

@@ -1,0 +1,130 @@
+"""Listener notifications: who gets which event, and delivery with retries inside the event's life."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+
+from clearance.clock import Clock, to_ms
+from clearance.config import Settings
+from clearance.domain import Campaign, EventType, format_wire_time
+from clearance.signing import webhook_headers
+from clearance.store import Notification, Store
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+
+
+def notification_body(
+    event_type_id: int, campaign: Campaign, now: datetime, settings: Settings,
+    channel_id: int | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "EventTypeID": event_type_id,
+        "TimeStamp": format_wire_time(now, settings.tz),
+        "CampaignID": campaign.campaign_id,
+    }
+    if event_type_id == EventType.CLEARANCE_REQUIRED:
+        assert campaign.clearance_required_by is not None
+        body["CampaignDuration"] = campaign.duration_days
+        body["ClearanceRequiredBy"] = format_wire_time(campaign.clearance_required_by, settings.tz)
+    if channel_id is not None:
+        body["ChannelID"] = channel_id
+    return body
+
+
+def build_notifications(
+    store: Store,
+    event_type_id: int,
+    campaign: Campaign,
+    now: datetime,
+    expires_at: datetime,
+    settings: Settings,
+    channel_id: int | None = None,
+) -> list[Notification]:
+    """One notification per listener registered for the event (and, if it names one, channel)."""
+    body = orjson.dumps(notification_body(event_type_id, campaign, now, settings, channel_id))
+    out = []
+    for ev, url, listener_channel in store.list_listeners():
+        if ev != event_type_id:
+            continue
+        if listener_channel is not None and channel_id is not None and listener_channel != channel_id:
+            continue
+        out.append(Notification(
+            notification_id=f"msg_{uuid.uuid4().hex}",
+            campaign_id=campaign.campaign_id,
+            event_type_id=event_type_id,
+            channel_id=channel_id or 0,
+            listener_url=url,
+            body=body.decode(),
+            next_attempt_at=to_ms(now),
+            expires_at=to_ms(expires_at),
+        ))
+    return out
+
+
+def backoff_seconds(attempt: int, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0.5, 1] × min(cap, base × 2^attempt)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** max(0, attempt - 1)))
+    return ceiling * (0.5 + rng.random() / 2)
+
+
+class Notifier:
+    def __init__(self, store: Store, settings: Settings, clock: Clock,
+                 client: httpx.Client | None = None, rng: random.Random | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.client = client or httpx.Client(
+            timeout=settings.outbound_timeout_seconds, follow_redirects=False
+        )
+        self.rng = rng or random.Random()
+
+    def deliver_due(self, limit: int = 50) -> int:
+        """Attempt every notification that is due; return how many were attempted."""
+        now = self.clock.now()
+        lease = to_ms(now) + int((self.settings.outbound_timeout_seconds + 30) * 1000)
+        claimed = self.store.claim_notifications(to_ms(now), lease, limit)
+        for n in claimed:
+            self._attempt(n)
+        return len(claimed)
+
+    def _attempt(self, n: Notification) -> None:
+        now = self.clock.now()
+        now_ms = to_ms(now)
+        remaining = (n.expires_at - now_ms) / 1000
+        status: int | None = None
+        error: str | None
+        started = time.perf_counter()
+        if remaining <= 0:
+            error = "expired before delivery: the event's useful life had passed"
+        else:
+            try:
+                body = n.body.encode()
+                response = self.client.post(
+                    n.listener_url,
+                    content=body,
+                    headers=webhook_headers(self.settings.signing_secret, n.notification_id,
+                                            now, body),
+                    timeout=min(self.settings.outbound_timeout_seconds, remaining),
+                )
+                status = response.status_code
+                error = None if 200 <= status < 300 else f"listener answered HTTP {status}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        next_at: int | None = None
+        if error is not None:
+            retry_at = now + timedelta(seconds=backoff_seconds(n.attempts + 1, self.rng))
+            if to_ms(retry_at) < n.expires_at:
+                next_at = to_ms(retry_at)
+        self.store.record_attempt(n, now_ms, status, error, duration_ms, next_at)
+
+    def close(self) -> None:
+        self.client.close()

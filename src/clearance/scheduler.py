@@ -1,0 +1,150 @@
+"""The worker: process → notify → freeze → execute, each step claimed under a lease.
+
+Any number of workers can run against one database: a campaign step is claimed with
+`FOR UPDATE SKIP LOCKED` (PostgreSQL) or under SQLite's single writer, and every transition is
+guarded by the expected state and the lease owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from datetime import timedelta
+
+from clearance.clock import Clock, to_ms
+from clearance.config import Settings
+from clearance.domain import Campaign, EventType, State, clearance_required_by
+from clearance.executor import Executor, RetryLater
+from clearance.notifier import Notifier, build_notifications
+from clearance.store import Notification, Store
+
+log = logging.getLogger("clearance.worker")
+
+RETRY_SECONDS = 5.0
+
+
+class Worker:
+    def __init__(self, store: Store, settings: Settings, clock: Clock,
+                 notifier: Notifier | None = None, executor: Executor | None = None,
+                 worker_id: str | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.notifier = notifier or Notifier(store, settings, clock)
+        self.executor = executor or Executor(store, settings, clock)
+        self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+
+    # --- driving ---------------------------------------------------------------------------------
+    def run_once(self) -> bool:
+        """Take every step that is due now; return whether anything was done."""
+        did = False
+        while self._step_one_campaign():
+            did = True
+        while self.notifier.deliver_due():
+            did = True
+        return did
+
+    def drain(self, max_rounds: int = 1000) -> None:
+        """Run until nothing is due at the clock's current time (tests advance a fake clock)."""
+        for _ in range(max_rounds):
+            if not self.run_once():
+                return
+        raise RuntimeError("worker did not become idle")
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                did = self.run_once()
+            except Exception:
+                log.exception("worker step failed; retrying after a pause")
+                did = False
+            if not did:
+                stop.wait(self.settings.worker_poll_seconds)
+        self.notifier.close()
+        log.info("worker %s stopped", self.worker_id)
+
+    # --- steps -----------------------------------------------------------------------------------
+    def _lease_until(self) -> int:
+        return to_ms(self.clock.now()) + int(self.settings.lease_seconds * 1000)
+
+    def _step_one_campaign(self) -> bool:
+        now = self.clock.now()
+        campaign_id = self.store.claim_due_campaign(to_ms(now), self.worker_id, self._lease_until())
+        if campaign_id is None:
+            return False
+        campaign = self.store.get_campaign(campaign_id)
+        try:
+            if campaign.state == State.SCHEDULED:
+                self._process(campaign)
+            elif campaign.state == State.AWAITING_CLEARANCE:
+                self._freeze(campaign)
+            elif campaign.state in (State.CLEARED, State.EXECUTING):
+                self._execute(campaign)
+            else:  # canceled or finished meanwhile
+                self.store.release(campaign_id, self.worker_id)
+        except RetryLater as exc:
+            retry = to_ms(self.clock.now()) + int(RETRY_SECONDS * 1000)
+            log.warning("campaign %s: %s; retrying", campaign_id, exc)
+            self.store.release(campaign_id, self.worker_id, retry, str(exc))
+        except Exception as exc:
+            retry = to_ms(self.clock.now()) + int(RETRY_SECONDS * 1000)
+            log.exception("campaign %s step failed", campaign_id)
+            self.store.release(campaign_id, self.worker_id, retry, f"{type(exc).__name__}: {exc}")
+        return True
+
+    def _process(self, c: Campaign) -> None:
+        """Freeze the target group, compute ClearanceRequiredBy, notify EventTypeID 5 listeners."""
+        now = self.clock.now()
+        if not c.conditional:
+            self.store.transition(
+                c.campaign_id, self.worker_id, [State.SCHEDULED], State.CLEARED,
+                to_ms(c.execute_at), {"processed_at": to_ms(now)},
+            )
+            return
+        leads = self.store.get_channels([ch.id for ch in c.channels])
+        c.clearance_required_by = clearance_required_by(
+            c.execute_at,
+            [leads[ch.id].clearance_lead_seconds if ch.id in leads else None for ch in c.channels],
+            c.clearance_lead_seconds,
+            self.settings.default_clearance_lead_seconds,
+        )
+        notes = build_notifications(
+            self.store, EventType.CLEARANCE_REQUIRED, c, now, c.clearance_required_by,
+            self.settings,
+        )
+        self.store.transition(
+            c.campaign_id, self.worker_id, [State.SCHEDULED], State.AWAITING_CLEARANCE,
+            to_ms(c.clearance_required_by),
+            {"processed_at": to_ms(now), "clearance_required_by": to_ms(c.clearance_required_by)},
+            notes,
+        )
+
+    def _freeze(self, c: Campaign) -> None:
+        """At ClearanceRequiredBy the approval set is frozen; later approvals are refused."""
+        self.store.transition(
+            c.campaign_id, self.worker_id, [State.AWAITING_CLEARANCE], State.CLEARED,
+            to_ms(c.execute_at), {"cleared_at": to_ms(self.clock.now())},
+        )
+
+    def _execute(self, c: Campaign) -> None:
+        if c.state == State.CLEARED:
+            if not self.store.transition(
+                c.campaign_id, None, [State.CLEARED], State.EXECUTING, to_ms(self.clock.now()),
+            ):
+                self.store.release(c.campaign_id, self.worker_id)
+                return
+        self.executor.execute(c, self.worker_id)
+        now = self.clock.now()
+        expires = now + timedelta(seconds=self.settings.notification_ttl_seconds)
+        notes: list[Notification] = []
+        for ch in c.channels:
+            notes += build_notifications(self.store, EventType.CHANNEL_EXECUTED, c, now, expires,
+                                         self.settings, channel_id=ch.id)
+        notes += build_notifications(self.store, EventType.CAMPAIGN_PROCESSED, c, now, expires,
+                                     self.settings)
+        self.store.transition(
+            c.campaign_id, self.worker_id, [State.EXECUTING], State.EXECUTED, None,
+            {"executed_at": to_ms(now)}, notes,
+        )

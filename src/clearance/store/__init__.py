@@ -1,0 +1,42 @@
+"""The store: every read and write the engine makes, behind one object, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from clearance.store.access import AccessStore, ChannelConfig, Principal
+from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
+from clearance.store.db import Database, open_database
+from clearance.store.work import Batch, Notification, WorkStore
+
+
+class Store(AccessStore, CampaignStore, WorkStore):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    def migrate(self) -> list[int]:
+        return self.db.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def open_store(url: str, migrate: bool = True) -> Store:
+    store = Store(open_database(url))
+    if migrate:
+        store.migrate()
+    return store
+
+
+__all__ = [
+    "ApprovalResult",
+    "Batch",
+    "ChannelConfig",
+    "CustomerOutcome",
+    "Notification",
+    "Principal",
+    "Store",
+    "open_store",
+]

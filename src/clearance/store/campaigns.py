@@ -1,0 +1,317 @@
+"""Campaigns, their frozen target groups, approvals and per-customer outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from clearance.clock import from_ms, to_ms
+from clearance.domain import (
+    Campaign,
+    ChannelRef,
+    Reason,
+    State,
+    Template,
+)
+from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
+from clearance.store.db import Database, Tx
+
+CAMPAIGN_COLUMNS = (
+    "campaign_id, name, state, conditional, execute_at, process_at, duration_days, "
+    "clearance_lead_seconds, clearance_required_by, action_id, action_name, promo_codes, "
+    "channels, target_count, created_at, executed_at, canceled_at, processed_at, cleared_at, "
+    "exec_cursor, last_error, next_step_at"
+)
+
+
+def _opt_time(ms: Any) -> Any:
+    return None if ms is None else from_ms(int(ms))
+
+
+def campaign_from_row(row: dict[str, Any]) -> Campaign:
+    channels = [
+        ChannelRef(c["id"], c.get("name", ""),
+                   tuple(Template(t["id"], t.get("name", "")) for t in c.get("templates") or ()))
+        for c in orjson.loads(row["channels"])
+    ]
+    return Campaign(
+        campaign_id=int(row["campaign_id"]),
+        name=row["name"],
+        execute_at=from_ms(int(row["execute_at"])),
+        duration_days=int(row["duration_days"]),
+        conditional=bool(row["conditional"]),
+        action_id=int(row["action_id"]),
+        action_name=row["action_name"],
+        promo_codes=orjson.loads(row["promo_codes"]),
+        channels=channels,
+        state=State(row["state"]),
+        clearance_lead_seconds=row["clearance_lead_seconds"],
+        process_at=_opt_time(row["process_at"]),
+        clearance_required_by=_opt_time(row["clearance_required_by"]),
+        target_count=int(row["target_count"]),
+        created_at=_opt_time(row["created_at"]),
+        executed_at=_opt_time(row["executed_at"]),
+        canceled_at=_opt_time(row["canceled_at"]),
+        extra={
+            "processed_at": _opt_time(row["processed_at"]),
+            "cleared_at": _opt_time(row["cleared_at"]),
+            "exec_cursor": int(row["exec_cursor"]),
+            "last_error": row["last_error"],
+            "next_step_at": _opt_time(row["next_step_at"]),
+        },
+    )
+
+
+def channels_json(channels: Sequence[ChannelRef]) -> str:
+    return orjson.dumps([
+        {"id": c.id, "name": c.name,
+         "templates": [{"id": t.id, "name": t.name} for t in c.templates]}
+        for c in channels
+    ]).decode()
+
+
+@dataclass
+class ApprovalResult:
+    applied: int
+    not_in_target_group: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CustomerOutcome:
+    seq: int
+    customer_id: str
+    outcome: str
+    reason: str | None
+    approved_at: Any
+
+
+class CampaignStore:
+    db: Database
+
+    def _get_row(self, tx: Tx, campaign_id: int, lock: str = "") -> dict[str, Any]:
+        rows = tx.fetchdicts(
+            f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE campaign_id = ?{lock}", (campaign_id,)
+        )
+        if not rows:
+            raise NotFound(f"campaign {campaign_id} does not exist", field="CampaignID")
+        return rows[0]
+
+    def get_campaign(self, campaign_id: int) -> Campaign:
+        with self.db.reader() as tx:
+            return campaign_from_row(self._get_row(tx, campaign_id))
+
+    def create_campaign(
+        self, c: Campaign, target: Sequence[tuple[str, str | None]], now_ms: int
+    ) -> Campaign:
+        """Insert a campaign (draft or scheduled) and its inline target group atomically."""
+        with self.db.transaction() as tx:
+            campaign_id = c.campaign_id
+            if campaign_id <= 0:
+                row = tx.fetchone("SELECT MAX(campaign_id) FROM campaigns")
+                campaign_id = int(row[0] or 0) + 1 if row else 1
+            elif tx.fetchone("SELECT 1 FROM campaigns WHERE campaign_id = ?", (campaign_id,)):
+                raise Conflict(f"campaign {campaign_id} already exists", field="campaign_id")
+            tx.execute(
+                "INSERT INTO campaigns (campaign_id, name, state, conditional, execute_at, "
+                "process_at, duration_days, clearance_lead_seconds, action_id, action_name, "
+                "promo_codes, channels, target_count, next_step_at, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                (campaign_id, c.name, c.state.value, c.conditional, to_ms(c.execute_at),
+                 None if c.process_at is None else to_ms(c.process_at), c.duration_days,
+                 c.clearance_lead_seconds, c.action_id, c.action_name,
+                 orjson.dumps(c.promo_codes).decode(), channels_json(c.channels),
+                 self._next_step_for_schedule(c, now_ms) if c.state == State.SCHEDULED else None,
+                 now_ms),
+            )
+            if target:
+                self._append_target(tx, campaign_id, 0, target)
+            return campaign_from_row(self._get_row(tx, campaign_id))
+
+    @staticmethod
+    def _next_step_for_schedule(c: Campaign, now_ms: int) -> int:
+        return max(now_ms, to_ms(c.process_at)) if c.process_at else now_ms
+
+    def _append_target(
+        self, tx: Tx, campaign_id: int, start: int, rows: Sequence[tuple[str, str | None]]
+    ) -> None:
+        try:
+            tx.copy_rows(
+                "target_customers",
+                ("campaign_id", "seq", "customer_id", "attributes"),
+                [(campaign_id, start + i, cid, attrs)
+                 for i, (cid, attrs) in enumerate(rows, start=1)],
+            )
+        except Conflict as exc:
+            raise InvalidInput(
+                "target group contains a customer already in it; nothing was added",
+                field="customer_id",
+            ) from exc
+        tx.execute(
+            "UPDATE campaigns SET target_count = ? WHERE campaign_id = ?",
+            (start + len(rows), campaign_id),
+        )
+
+    def add_target(self, campaign_id: int, rows: Sequence[tuple[str, str | None]]) -> int:
+        """Append customers to a draft campaign's target group; return the new size."""
+        with self.db.transaction() as tx:
+            row = self._get_row(tx, campaign_id, self.db.lock_update)
+            if row["state"] != State.DRAFT:
+                raise Conflict(
+                    f"campaign {campaign_id} is {row['state']}; its target group is frozen",
+                    field="campaign_id",
+                )
+            self._append_target(tx, campaign_id, int(row["target_count"]), rows)
+            return int(row["target_count"]) + len(rows)
+
+    def schedule(self, campaign_id: int, now_ms: int, check: Callable[[Campaign], None]) -> Campaign:
+        with self.db.transaction() as tx:
+            c = campaign_from_row(self._get_row(tx, campaign_id, self.db.lock_update))
+            if c.state != State.DRAFT:
+                raise Conflict(f"campaign {campaign_id} is {c.state}, not draft", field="state")
+            check(c)
+            c.state = State.SCHEDULED
+            tx.execute(
+                "UPDATE campaigns SET state = ?, next_step_at = ? WHERE campaign_id = ?",
+                (State.SCHEDULED.value, self._next_step_for_schedule(c, now_ms), campaign_id),
+            )
+            return campaign_from_row(self._get_row(tx, campaign_id))
+
+    # --- approvals ------------------------------------------------------------------------------
+    def apply_approvals(
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]], now_ms: Callable[[], int]
+    ) -> ApprovalResult:
+        """Apply approvals atomically against the deadline.
+
+        The campaign row is locked first and the clock read after, so the freeze (which takes the
+        same lock) and an approval can never interleave: an approval is either wholly before the
+        freeze or refused.
+        """
+        late: list[str] = []
+        deadline: int | None = None
+        with self.db.transaction() as tx:
+            row = self._get_row(tx, campaign_id, self.db.lock_share)
+            now = now_ms()
+            state = row["state"]
+            if not row["conditional"]:
+                raise Conflict(f"campaign {campaign_id} is not a conditional campaign")
+            if state == State.CANCELED:
+                raise Conflict(f"campaign {campaign_id} is canceled")
+            if state in (State.DRAFT, State.SCHEDULED):
+                raise Conflict(
+                    f"campaign {campaign_id} is not processed yet; approvals open once its "
+                    "listeners are notified"
+                )
+            deadline = row["clearance_required_by"]
+            if state != State.AWAITING_CLEARANCE or (deadline is not None and now >= deadline):
+                late = [cid for cid, status in entries if status]
+            else:
+                matched = tx.update_approvals(campaign_id, entries, now)
+                missing: list[str] = []
+                if matched < len(entries):
+                    missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
+                return ApprovalResult(applied=matched, not_in_target_group=missing)
+        if late:
+            with self.db.transaction() as tx:
+                tx.mark_late(campaign_id, late, now)
+        raise DeadlinePassed(
+            f"ClearanceRequiredBy for campaign {campaign_id} has passed; approvals are frozen "
+            "and nothing was applied",
+            clearance_required_by=deadline,
+        )
+
+    # --- reading the target group ---------------------------------------------------------------
+    def page_target(
+        self, campaign_id: int, after_seq: int, limit: int
+    ) -> list[tuple[int, str, str | None]]:
+        with self.db.reader() as tx:
+            rows = tx.fetchall(
+                "SELECT seq, customer_id, attributes FROM target_customers "
+                "WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (campaign_id, after_seq, limit),
+            )
+        return [(int(r[0]), r[1], r[2]) for r in rows]
+
+    def counts(self, campaign_id: int) -> dict[str, int]:
+        with self.db.reader() as tx:
+            row = self._get_row(tx, campaign_id)
+            approved = tx.fetchone(
+                "SELECT COUNT(*) FROM target_customers WHERE campaign_id = ? AND approval = ?",
+                (campaign_id, True),
+            )
+            sent = tx.fetchone(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT seq FROM sends WHERE campaign_id = ?) s",
+                (campaign_id,),
+            )
+        target = int(row["target_count"])
+        n_sent = int(sent[0]) if sent else 0
+        done = row["state"] in (State.EXECUTED, State.CANCELED)
+        return {
+            "target": target,
+            "approved": int(approved[0]) if approved else 0,
+            "sent": n_sent,
+            "excluded": target - n_sent if done else 0,
+        }
+
+    def customer_outcomes(
+        self, campaign_id: int, outcome: str, after_seq: int, limit: int
+    ) -> list[CustomerOutcome]:
+        with self.db.reader() as tx:
+            state = self._get_row(tx, campaign_id)["state"]
+            base = (
+                "SELECT t.seq, t.customer_id, t.approval, t.approval_at, t.late_attempt_at "
+                "FROM target_customers t WHERE t.campaign_id = ? AND t.seq > ? "
+            )
+            sent_q = (
+                "EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = t.campaign_id "
+                "AND s.seq = t.seq)"
+            )
+            if outcome == "approved":
+                sql = base + "AND t.approval = ? ORDER BY t.seq LIMIT ?"
+                params: tuple[Any, ...] = (campaign_id, after_seq, True, limit)
+            elif outcome == "sent":
+                sql = base + f"AND {sent_q} ORDER BY t.seq LIMIT ?"
+                params = (campaign_id, after_seq, limit)
+            elif outcome == "excluded":
+                if state not in (State.EXECUTED, State.CANCELED):
+                    return []
+                sql = base + f"AND NOT {sent_q} ORDER BY t.seq LIMIT ?"
+                params = (campaign_id, after_seq, limit)
+            else:
+                raise InvalidInput("outcome must be sent, excluded or approved", field="outcome")
+            rows = tx.fetchall(sql, params)
+        out = []
+        for seq, cid, approval, approval_at, late_at in rows:
+            reason = None
+            if outcome == "excluded":
+                reason = exclusion_reason(State(state), approval, late_at is not None)
+            out.append(CustomerOutcome(
+                int(seq), cid, outcome, reason,
+                None if approval_at is None else from_ms(int(approval_at)),
+            ))
+        return out
+
+    def canceled_customers(self, campaign_id: int, limit: int, offset: int) -> list[tuple[int, str]]:
+        with self.db.reader() as tx:
+            row = self._get_row(tx, campaign_id)
+            if row["state"] != State.CANCELED:
+                raise Conflict(f"campaign {campaign_id} is {row['state']}, not canceled")
+            rows = tx.fetchall(
+                "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (campaign_id, offset, limit),
+            )
+        return [(int(r[0]), r[1]) for r in rows]
+
+
+def exclusion_reason(state: State, approval: Any, late: bool) -> str:
+    """Why a customer got no send; the most specific reason wins."""
+    if state == State.CANCELED:
+        return Reason.CAMPAIGN_CANCELED
+    if approval is not None and not approval:
+        return Reason.REFUSED
+    if late:
+        return Reason.APPROVED_LATE
+    return Reason.NOT_APPROVED

@@ -1,0 +1,142 @@
+"""The database seam: one small interface, one implementation per backend.
+
+SQL is written once with `?` placeholders; each backend rewrites what differs. Bulk paths (target
+group loads, approvals, sends) are methods here so each database can use its fastest native route.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+Row = tuple[Any, ...]
+Params = Sequence[Any]
+
+
+class Tx(abc.ABC):
+    """An open transaction (or an autocommit connection for reads)."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; return the number of rows it changed."""
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Sequence[Params]) -> int: ...
+
+    @abc.abstractmethod
+    def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    @abc.abstractmethod
+    def fetchdicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
+        """Bulk insert through the backend's fastest route."""
+
+    @abc.abstractmethod
+    def update_approvals(
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
+    ) -> int:
+        """Set approval for target customers; return how many target rows matched."""
+
+    @abc.abstractmethod
+    def missing_customers(self, campaign_id: int, customer_ids: Sequence[str]) -> list[str]:
+        """Which of these ids are not in the campaign's target group."""
+
+    @abc.abstractmethod
+    def mark_late(self, campaign_id: int, customer_ids: Sequence[str], at_ms: int) -> None: ...
+
+
+class Database(abc.ABC):
+    dialect: str
+    # Appended to the subquery that picks due work, so two workers never claim the same row.
+    skip_locked: str = ""
+    # Appended to the campaign read that approvals and the freeze serialize on.
+    lock_share: str = ""
+    lock_update: str = ""
+
+    @abc.abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        """A write transaction: commits on success, rolls back on any exception."""
+
+    @abc.abstractmethod
+    @contextmanager
+    def reader(self) -> Iterator[Tx]:
+        """A connection for reads."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    @abc.abstractmethod
+    def table_options(self) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def migration_lock(self, tx: Tx) -> None: ...
+
+    def migrate(self) -> list[int]:
+        """Apply pending migrations; return the versions applied. Safe to run concurrently."""
+        applied: list[int] = []
+        files = sorted(
+            (f for f in resources.files("clearance.store.migrations").iterdir()
+             if f.name.endswith(".sql")),
+            key=lambda f: f.name,
+        )
+        with self.transaction() as tx:
+            self.migration_lock(tx)
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            done = {r[0] for r in tx.fetchall("SELECT version FROM schema_migrations")}
+            for f in files:
+                version = int(f.name.split("_", 1)[0])
+                if version in done:
+                    continue
+                sql = f.read_text().format(**self.table_options())
+                for statement in _statements(sql):
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, 0)",
+                    (version, f.name),
+                )
+                applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        with self.reader() as tx:
+            row = tx.fetchone("SELECT MAX(version) FROM schema_migrations")
+        return int(row[0]) if row and row[0] is not None else 0
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def open_database(url: str) -> Database:
+    """`sqlite:///path/to.db` (the embedded default) or `postgresql://…`."""
+    if url.startswith("sqlite:"):
+        from clearance.store.sqlite import SQLiteDatabase
+
+        path = url.removeprefix("sqlite:").removeprefix("//")
+        if path.startswith("/./") or path.startswith("/../"):
+            path = path[1:]
+        return SQLiteDatabase(path or "clearance.db")
+    if url.startswith(("postgresql:", "postgres:")):
+        from clearance.store.postgres import PostgresDatabase
+
+        return PostgresDatabase(url)
+    from clearance.errors import InvalidInput
+
+    raise InvalidInput(
+        f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…",
+        field="database_url",
+    )

@@ -1,0 +1,292 @@
+"""Work the scheduler claims: campaign steps under a lease, send chunks, and the notification outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clearance.domain import ACTIVE_STATES, CANCELABLE_STATES, State
+from clearance.errors import Conflict
+from clearance.store.db import Database, Tx
+
+
+@dataclass(frozen=True)
+class Notification:
+    notification_id: str
+    campaign_id: int | None
+    event_type_id: int
+    channel_id: int
+    listener_url: str
+    body: str
+    next_attempt_at: int
+    expires_at: int
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Batch:
+    campaign_id: int
+    channel_id: int
+    first_seq: int
+    last_seq: int
+    sends: int
+    attempts: int
+
+
+_ACTIVE = tuple(s.value for s in ACTIVE_STATES)
+
+
+class WorkStore:
+    db: Database
+
+    # --- campaign steps -------------------------------------------------------------------------
+    def claim_due_campaign(self, now_ms: int, owner: str, lease_until: int) -> int | None:
+        marks = ", ".join("?" for _ in _ACTIVE)
+        with self.db.transaction() as tx:
+            row = tx.fetchone(
+                "UPDATE campaigns SET lease_owner = ?, lease_until = ? WHERE campaign_id = ("
+                "SELECT campaign_id FROM campaigns WHERE next_step_at <= ? "
+                f"AND state IN ({marks}) AND (lease_until IS NULL OR lease_until < ?) "
+                f"ORDER BY next_step_at LIMIT 1{self.db.skip_locked}) RETURNING campaign_id",
+                (owner, lease_until, now_ms, *_ACTIVE, now_ms),
+            )
+        return int(row[0]) if row else None
+
+    def release(self, campaign_id: int, owner: str, next_step_at: int | None = None,
+                error: str | None = None) -> None:
+        with self.db.transaction() as tx:
+            if next_step_at is None:
+                tx.execute(
+                    "UPDATE campaigns SET lease_owner = NULL, lease_until = NULL "
+                    "WHERE campaign_id = ? AND lease_owner = ?",
+                    (campaign_id, owner),
+                )
+            else:
+                tx.execute(
+                    "UPDATE campaigns SET lease_owner = NULL, lease_until = NULL, "
+                    "next_step_at = ?, last_error = ? WHERE campaign_id = ? AND lease_owner = ?",
+                    (next_step_at, error, campaign_id, owner),
+                )
+
+    def transition(
+        self,
+        campaign_id: int,
+        owner: str | None,
+        expect: Sequence[State],
+        new_state: State,
+        next_step_at: int | None,
+        fields: dict[str, Any] | None = None,
+        notifications: Sequence[Notification] = (),
+    ) -> bool:
+        """Move a campaign between states and enqueue its notifications in one transaction.
+
+        Guarded by the expected state (and lease owner, for worker steps); False if it no longer
+        holds. On PostgreSQL the UPDATE waits for approvals holding the row's share lock.
+        """
+        fields = dict(fields or {})
+        sets = ["state = ?", "next_step_at = ?", "last_error = NULL"]
+        params: list[Any] = [new_state.value, next_step_at]
+        for name, value in fields.items():
+            sets.append(f"{name} = ?")
+            params.append(value)
+        if owner is not None:
+            sets += ["lease_owner = NULL", "lease_until = NULL"]
+        where = f"campaign_id = ? AND state IN ({', '.join('?' for _ in expect)})"
+        params += [campaign_id, *(s.value for s in expect)]
+        if owner is not None:
+            where += " AND lease_owner = ?"
+            params.append(owner)
+        with self.db.transaction() as tx:
+            if not tx.execute(f"UPDATE campaigns SET {', '.join(sets)} WHERE {where}", params):
+                return False
+            self._enqueue(tx, notifications)
+        return True
+
+    def cancel(self, campaign_id: int, now_ms: int,
+               notifications: Sequence[Notification]) -> bool:
+        return self.transition(
+            campaign_id, None, CANCELABLE_STATES, State.CANCELED, None,
+            {"canceled_at": now_ms}, notifications,
+        )
+
+    def extend_lease(self, campaign_id: int, owner: str, lease_until: int) -> bool:
+        with self.db.transaction() as tx:
+            return bool(tx.execute(
+                "UPDATE campaigns SET lease_until = ? WHERE campaign_id = ? AND lease_owner = ?",
+                (lease_until, campaign_id, owner),
+            ))
+
+    # --- execution ------------------------------------------------------------------------------
+    def next_send_chunk(
+        self,
+        campaign_id: int,
+        owner: str,
+        channels: Sequence[tuple[int, int | None]],
+        scheduled_ms: int,
+        limit: int,
+        lease_until: int,
+    ) -> list[Batch] | None:
+        """Turn the next `limit` approved customers into sends, one per channel, exactly once.
+
+        The sends, their delivery batches and the cursor move in one transaction, and the primary
+        key (campaign, customer position, channel) makes a second send impossible. None when done.
+        """
+        with self.db.transaction() as tx:
+            row = tx.fetchone(
+                "SELECT exec_cursor, target_count FROM campaigns "
+                "WHERE campaign_id = ? AND lease_owner = ? AND state = ?",
+                (campaign_id, owner, State.EXECUTING.value),
+            )
+            if row is None:
+                raise Conflict(f"lost the lease on campaign {campaign_id}")
+            cursor, target_count = int(row[0]), int(row[1])
+            rows = tx.fetchall(
+                "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? AND seq > ? "
+                "AND approval = ? ORDER BY seq LIMIT ?",
+                (campaign_id, cursor, True, limit),
+            )
+            if not rows:
+                if cursor < target_count:
+                    tx.execute("UPDATE campaigns SET exec_cursor = ? WHERE campaign_id = ?",
+                               (target_count, campaign_id))
+                return None
+            first, last = int(rows[0][0]), int(rows[-1][0])
+            tx.copy_rows(
+                "sends",
+                ("campaign_id", "seq", "channel_id", "customer_id", "template_id", "scheduled_at"),
+                [(campaign_id, seq, channel_id, cid, template_id, scheduled_ms)
+                 for channel_id, template_id in channels for seq, cid in rows],
+            )
+            batches = [Batch(campaign_id, ch, first, last, len(rows), 0) for ch, _ in channels]
+            tx.copy_rows(
+                "send_batches",
+                ("campaign_id", "channel_id", "first_seq", "last_seq", "sends", "attempts"),
+                [(b.campaign_id, b.channel_id, b.first_seq, b.last_seq, b.sends, 0)
+                 for b in batches],
+            )
+            new_cursor = target_count if len(rows) < limit else last
+            tx.execute(
+                "UPDATE campaigns SET exec_cursor = ?, lease_until = ? WHERE campaign_id = ?",
+                (new_cursor, lease_until, campaign_id),
+            )
+            return batches
+
+    def undelivered_batches(self, campaign_id: int) -> list[Batch]:
+        with self.db.reader() as tx:
+            rows = tx.fetchall(
+                "SELECT campaign_id, channel_id, first_seq, last_seq, sends, attempts "
+                "FROM send_batches WHERE campaign_id = ? AND delivered_at IS NULL "
+                "ORDER BY first_seq, channel_id",
+                (campaign_id,),
+            )
+        return [Batch(*(int(v) for v in r)) for r in rows]
+
+    def batch_sends(self, batch: Batch) -> list[tuple[int, str, int | None, int]]:
+        with self.db.reader() as tx:
+            rows = tx.fetchall(
+                "SELECT seq, customer_id, template_id, scheduled_at FROM sends "
+                "WHERE campaign_id = ? AND seq >= ? AND seq <= ? AND channel_id = ? ORDER BY seq",
+                (batch.campaign_id, batch.first_seq, batch.last_seq, batch.channel_id),
+            )
+        return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
+    def mark_batch(self, batch: Batch, delivered_at: int | None, error: str | None) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE send_batches SET delivered_at = ?, last_error = ?, attempts = attempts + 1 "
+                "WHERE campaign_id = ? AND channel_id = ? AND first_seq = ?",
+                (delivered_at, error, batch.campaign_id, batch.channel_id, batch.first_seq),
+            )
+
+    def send_details(
+        self, campaign_id: int, limit: int, offset: int
+    ) -> list[tuple[int, str, int, int | None, int]]:
+        """Sends in (customer position, channel) order; `offset` counts sends, paged by key."""
+        with self.db.reader() as tx:
+            return [
+                (int(r[0]), r[1], int(r[2]), r[3], int(r[4]))
+                for r in tx.fetchall(
+                    "SELECT seq, customer_id, channel_id, template_id, scheduled_at FROM sends "
+                    "WHERE campaign_id = ? ORDER BY seq, channel_id LIMIT ? OFFSET ?",
+                    (campaign_id, limit, offset),
+                )
+            ]
+
+    # --- the notification outbox ----------------------------------------------------------------
+    def _enqueue(self, tx: Tx, notifications: Sequence[Notification]) -> None:
+        if notifications:
+            tx.executemany(
+                "INSERT INTO notifications (notification_id, campaign_id, event_type_id, "
+                "channel_id, listener_url, body, state, attempts, next_attempt_at, expires_at, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                [(n.notification_id, n.campaign_id, n.event_type_id, n.channel_id,
+                  n.listener_url, n.body, n.next_attempt_at, n.expires_at, n.next_attempt_at)
+                 for n in notifications],
+            )
+
+    def claim_notifications(self, now_ms: int, lease_until: int, limit: int) -> list[Notification]:
+        with self.db.transaction() as tx:
+            rows = tx.fetchall(
+                "UPDATE notifications SET lease_until = ? WHERE notification_id IN ("
+                "SELECT notification_id FROM notifications WHERE state = 'pending' "
+                "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
+                f"ORDER BY next_attempt_at LIMIT ?{self.db.skip_locked}) "
+                "RETURNING notification_id, campaign_id, event_type_id, channel_id, listener_url, "
+                "body, next_attempt_at, expires_at, attempts",
+                (lease_until, now_ms, now_ms, limit),
+            )
+        return [Notification(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]),
+                             int(r[8])) for r in rows]
+
+    def record_attempt(
+        self,
+        n: Notification,
+        at_ms: int,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: int,
+        next_attempt_at: int | None,
+    ) -> str:
+        """Record one delivery attempt; return the notification's new state."""
+        if error is None:
+            state = "delivered"
+        elif next_attempt_at is None:
+            state = "expired"
+        else:
+            state = "pending"
+        attempt = n.attempts + 1
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO notification_attempts (notification_id, attempt, at, status_code, "
+                "error, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (n.notification_id, attempt, at_ms, status_code, error, duration_ms),
+            )
+            tx.execute(
+                "UPDATE notifications SET state = ?, attempts = ?, next_attempt_at = ?, "
+                "lease_until = NULL, last_error = ?, delivered_at = ? WHERE notification_id = ?",
+                (state, attempt, next_attempt_at or n.next_attempt_at, error,
+                 at_ms if state == "delivered" else None, n.notification_id),
+            )
+        return state
+
+    def campaign_notifications(self, campaign_id: int) -> list[dict[str, Any]]:
+        with self.db.reader() as tx:
+            notes = tx.fetchdicts(
+                "SELECT notification_id, event_type_id, channel_id, listener_url, state, attempts, "
+                "next_attempt_at, expires_at, delivered_at, last_error, body FROM notifications "
+                "WHERE campaign_id = ? ORDER BY created_at, notification_id",
+                (campaign_id,),
+            )
+            for note in notes:
+                note["attempt_log"] = tx.fetchdicts(
+                    "SELECT attempt, at, status_code, error, duration_ms FROM "
+                    "notification_attempts WHERE notification_id = ? ORDER BY attempt",
+                    (note["notification_id"],),
+                )
+        return notes
+
+    def pending_notification_count(self) -> int:
+        with self.db.reader() as tx:
+            row = tx.fetchone("SELECT COUNT(*) FROM notifications WHERE state = 'pending'")
+        return int(row[0]) if row else 0
