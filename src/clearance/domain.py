@@ -99,7 +99,8 @@ def clearance_required_by(
 ) -> datetime:
     """Execution time minus the longest clearance lead among the campaign's channels.
 
-    A lead set on the campaign overrides the channels'; a channel without its own lead uses the default.
+    A lead set on the campaign overrides the channels'; a channel without its own lead uses
+    the default.
     """
     if campaign_lead is not None:
         lead = campaign_lead

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from clearance.clock import Clock, to_ms
+from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
 from clearance.domain import (
     MAX_APPROVALS_PER_CALL,
@@ -16,7 +16,7 @@ from clearance.domain import (
     clearance_required_by,
     format_wire_time,
 )
-from clearance.errors import Conflict, InvalidInput
+from clearance.errors import Conflict, DeadlinePassed, InvalidInput
 from clearance.notifier import build_notifications
 from clearance.store import ApprovalResult, Store
 
@@ -48,9 +48,7 @@ class Engine:
                 field="execute_at",
             )
 
-    def create_campaign(
-        self, c: Campaign, target: Sequence[tuple[str, str | None]]
-    ) -> Campaign:
+    def create_campaign(self, c: Campaign, target: Sequence[tuple[str, str | None]]) -> Campaign:
         if c.state == State.SCHEDULED:
             self._check_schedulable(c)
         return self.store.create_campaign(c, target, self.now_ms())
@@ -64,8 +62,12 @@ class Engine:
         notes = []
         if c.state not in (State.DRAFT, State.SCHEDULED):  # listeners only know processed ones
             notes = build_notifications(
-                self.store, EventType.CAMPAIGN_CANCELED, c, now,
-                now + timedelta(seconds=self.settings.notification_ttl_seconds), self.settings,
+                self.store,
+                EventType.CAMPAIGN_CANCELED,
+                c,
+                now,
+                now + timedelta(seconds=self.settings.notification_ttl_seconds),
+                self.settings,
             )
         if not self.store.cancel(campaign_id, to_ms(now), notes):
             current = self.store.get_campaign(campaign_id).state
@@ -80,4 +82,16 @@ class Engine:
                 field="PromosUpdated",
             )
         deduped = dict(entries)  # the last word on a customer within one call wins
-        return self.store.apply_approvals(campaign_id, list(deduped.items()), self.now_ms)
+        try:
+            return self.store.apply_approvals(campaign_id, list(deduped.items()), self.now_ms)
+        except DeadlinePassed as exc:
+            deadline = exc.extra.get("clearance_required_by")
+            if deadline is None:
+                raise
+            text = format_wire_time(from_ms(int(deadline)), self.settings.tz)
+            raise DeadlinePassed(
+                f"ClearanceRequiredBy for campaign {campaign_id} was {text} "
+                f"({self.settings.timezone}); approvals are frozen and nothing was applied",
+                field="CampaignID",
+                clearance_required_by_text=text,
+            ) from exc

@@ -1,4 +1,4 @@
-"""Approved customers × campaign channels → sends, exactly once, resumable after a crash."""
+"""Approved customers x campaign channels → sends, exactly once, resumable after a crash."""
 
 from __future__ import annotations
 
@@ -18,8 +18,13 @@ class RetryLater(Exception):
 
 
 class Executor:
-    def __init__(self, store: Store, settings: Settings, clock: Clock,
-                 on_chunk: Callable[[Campaign, Batch], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        on_chunk: Callable[[Campaign, Batch], None] | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -44,7 +49,10 @@ class Executor:
         while True:
             now = self.clock.now()
             batches = self.store.next_send_chunk(
-                campaign.campaign_id, owner, channels, to_ms(campaign.execute_at),
+                campaign.campaign_id,
+                owner,
+                channels,
+                to_ms(campaign.execute_at),
                 self.settings.execution_chunk,
                 to_ms(now) + int(self.settings.lease_seconds * 1000),
             )
@@ -58,9 +66,15 @@ class Executor:
     def _deliver(self, campaign: Campaign, batch: Batch, delivery: Delivery) -> None:
         scheduled = format_wire_time(campaign.execute_at, self.settings.tz)
         records = [
-            SendRecord(send_id(batch.campaign_id, batch.channel_id, seq), batch.campaign_id,
-                       batch.channel_id, customer_id, template_id, scheduled,
-                       campaign.promo_code_for(seq))
+            SendRecord(
+                send_id(batch.campaign_id, batch.channel_id, seq),
+                batch.campaign_id,
+                batch.channel_id,
+                customer_id,
+                template_id,
+                scheduled,
+                campaign.promo_code_for(seq),
+            )
             for seq, customer_id, template_id, _ in self.store.batch_sends(batch)
         ]
         try:

@@ -1,4 +1,4 @@
-"""Listener notifications: who gets which event, and delivery with retries inside the event's life."""
+"""Listener notifications: who gets which event; delivery retried inside the event's life."""
 
 from __future__ import annotations
 
@@ -22,7 +22,10 @@ BACKOFF_CAP_SECONDS = 60.0
 
 
 def notification_body(
-    event_type_id: int, campaign: Campaign, now: datetime, settings: Settings,
+    event_type_id: int,
+    campaign: Campaign,
+    now: datetime,
+    settings: Settings,
     channel_id: int | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
@@ -54,30 +57,42 @@ def build_notifications(
     for ev, url, listener_channel in store.list_listeners():
         if ev != event_type_id:
             continue
-        if listener_channel is not None and channel_id is not None and listener_channel != channel_id:
+        if (
+            listener_channel is not None
+            and channel_id is not None
+            and listener_channel != channel_id
+        ):
             continue
-        out.append(Notification(
-            notification_id=f"msg_{uuid.uuid4().hex}",
-            campaign_id=campaign.campaign_id,
-            event_type_id=event_type_id,
-            channel_id=channel_id or 0,
-            listener_url=url,
-            body=body.decode(),
-            next_attempt_at=to_ms(now),
-            expires_at=to_ms(expires_at),
-        ))
+        out.append(
+            Notification(
+                notification_id=f"msg_{uuid.uuid4().hex}",
+                campaign_id=campaign.campaign_id,
+                event_type_id=event_type_id,
+                channel_id=channel_id or 0,
+                listener_url=url,
+                body=body.decode(),
+                next_attempt_at=to_ms(now),
+                expires_at=to_ms(expires_at),
+            )
+        )
     return out
 
 
 def backoff_seconds(attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with full jitter: uniform in [0.5, 1] × min(cap, base × 2^attempt)."""
+    """Exponential backoff with full jitter: uniform in [0.5, 1] of min(cap, base * 2^attempt)."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * (2 ** max(0, attempt - 1)))
-    return ceiling * (0.5 + rng.random() / 2)
+    return float(ceiling * (0.5 + rng.random() / 2))
 
 
 class Notifier:
-    def __init__(self, store: Store, settings: Settings, clock: Clock,
-                 client: httpx.Client | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        client: httpx.Client | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -110,8 +125,9 @@ class Notifier:
                 response = self.client.post(
                     n.listener_url,
                     content=body,
-                    headers=webhook_headers(self.settings.signing_secret, n.notification_id,
-                                            now, body),
+                    headers=webhook_headers(
+                        self.settings.signing_secret, n.notification_id, now, body
+                    ),
                     timeout=min(self.settings.outbound_timeout_seconds, remaining),
                 )
                 status = response.status_code

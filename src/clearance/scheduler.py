@@ -25,9 +25,15 @@ RETRY_SECONDS = 5.0
 
 
 class Worker:
-    def __init__(self, store: Store, settings: Settings, clock: Clock,
-                 notifier: Notifier | None = None, executor: Executor | None = None,
-                 worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        clock: Clock,
+        notifier: Notifier | None = None,
+        executor: Executor | None = None,
+        worker_id: str | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -99,8 +105,12 @@ class Worker:
         now = self.clock.now()
         if not c.conditional:
             self.store.transition(
-                c.campaign_id, self.worker_id, [State.SCHEDULED], State.CLEARED,
-                to_ms(c.execute_at), {"processed_at": to_ms(now)},
+                c.campaign_id,
+                self.worker_id,
+                [State.SCHEDULED],
+                State.CLEARED,
+                to_ms(c.execute_at),
+                {"processed_at": to_ms(now)},
             )
             return
         leads = self.store.get_channels([ch.id for ch in c.channels])
@@ -111,11 +121,18 @@ class Worker:
             self.settings.default_clearance_lead_seconds,
         )
         notes = build_notifications(
-            self.store, EventType.CLEARANCE_REQUIRED, c, now, c.clearance_required_by,
+            self.store,
+            EventType.CLEARANCE_REQUIRED,
+            c,
+            now,
+            c.clearance_required_by,
             self.settings,
         )
         self.store.transition(
-            c.campaign_id, self.worker_id, [State.SCHEDULED], State.AWAITING_CLEARANCE,
+            c.campaign_id,
+            self.worker_id,
+            [State.SCHEDULED],
+            State.AWAITING_CLEARANCE,
             to_ms(c.clearance_required_by),
             {"processed_at": to_ms(now), "clearance_required_by": to_ms(c.clearance_required_by)},
             notes,
@@ -124,27 +141,47 @@ class Worker:
     def _freeze(self, c: Campaign) -> None:
         """At ClearanceRequiredBy the approval set is frozen; later approvals are refused."""
         self.store.transition(
-            c.campaign_id, self.worker_id, [State.AWAITING_CLEARANCE], State.CLEARED,
-            to_ms(c.execute_at), {"cleared_at": to_ms(self.clock.now())},
+            c.campaign_id,
+            self.worker_id,
+            [State.AWAITING_CLEARANCE],
+            State.CLEARED,
+            to_ms(c.execute_at),
+            {"cleared_at": to_ms(self.clock.now())},
         )
 
     def _execute(self, c: Campaign) -> None:
-        if c.state == State.CLEARED:
-            if not self.store.transition(
-                c.campaign_id, None, [State.CLEARED], State.EXECUTING, to_ms(self.clock.now()),
-            ):
-                self.store.release(c.campaign_id, self.worker_id)
-                return
+        if c.state == State.CLEARED and not self.store.transition(
+            c.campaign_id,
+            None,
+            [State.CLEARED],
+            State.EXECUTING,
+            to_ms(self.clock.now()),
+        ):
+            self.store.release(c.campaign_id, self.worker_id)
+            return
         self.executor.execute(c, self.worker_id)
         now = self.clock.now()
         expires = now + timedelta(seconds=self.settings.notification_ttl_seconds)
         notes: list[Notification] = []
         for ch in c.channels:
-            notes += build_notifications(self.store, EventType.CHANNEL_EXECUTED, c, now, expires,
-                                         self.settings, channel_id=ch.id)
-        notes += build_notifications(self.store, EventType.CAMPAIGN_PROCESSED, c, now, expires,
-                                     self.settings)
+            notes += build_notifications(
+                self.store,
+                EventType.CHANNEL_EXECUTED,
+                c,
+                now,
+                expires,
+                self.settings,
+                channel_id=ch.id,
+            )
+        notes += build_notifications(
+            self.store, EventType.CAMPAIGN_PROCESSED, c, now, expires, self.settings
+        )
         self.store.transition(
-            c.campaign_id, self.worker_id, [State.EXECUTING], State.EXECUTED, None,
-            {"executed_at": to_ms(now)}, notes,
+            c.campaign_id,
+            self.worker_id,
+            [State.EXECUTING],
+            State.EXECUTED,
+            None,
+            {"executed_at": to_ms(now)},
+            notes,
         )

@@ -18,7 +18,5 @@ def webhook_headers(
         "webhook-timestamp": str(int(timestamp.timestamp())),
     }
     if secret:
-        headers["webhook-signature"] = Webhook(secret).sign(
-            message_id, timestamp, body.decode()
-        )
+        headers["webhook-signature"] = Webhook(secret).sign(message_id, timestamp, body.decode())
     return headers

@@ -18,7 +18,9 @@ class FileDelivery:
 
     def path_for(self, batch: Batch) -> Path:
         return (
-            self.directory / f"campaign-{batch.campaign_id}" / f"channel-{batch.channel_id}"
+            self.directory
+            / f"campaign-{batch.campaign_id}"
+            / f"channel-{batch.channel_id}"
             / f"sends-{batch.first_seq:012d}-{batch.last_seq:012d}.ndjson"
         )
 

@@ -20,16 +20,22 @@ class WebhookDelivery:
         self.clock = clock
 
     def deliver(self, batch: Batch, sends: list[SendRecord]) -> None:
-        body = orjson.dumps({
-            "CampaignID": batch.campaign_id,
-            "ChannelID": batch.channel_id,
-            "Sends": [s.wire() for s in sends],
-        })
+        body = orjson.dumps(
+            {
+                "CampaignID": batch.campaign_id,
+                "ChannelID": batch.channel_id,
+                "Sends": [s.wire() for s in sends],
+            }
+        )
         message_id = f"batch_{batch.campaign_id}_{batch.channel_id}_{batch.first_seq}"
         headers = webhook_headers(self.settings.signing_secret, message_id, self.clock.now(), body)
         try:
-            response = httpx.post(self.url, content=body, headers=headers,
-                                  timeout=self.settings.outbound_timeout_seconds)
+            response = httpx.post(
+                self.url,
+                content=body,
+                headers=headers,
+                timeout=self.settings.outbound_timeout_seconds,
+            )
         except httpx.HTTPError as exc:
             raise ChannelError(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
         if not 200 <= response.status_code < 300:

@@ -178,8 +178,14 @@ class AccessStore:
             tx.execute(
                 "INSERT INTO channels (channel_id, name, clearance_lead_seconds, delivery, target, "
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (config.channel_id, config.name, config.clearance_lead_seconds, config.delivery,
-                 config.target, now_ms),
+                (
+                    config.channel_id,
+                    config.name,
+                    config.clearance_lead_seconds,
+                    config.delivery,
+                    config.target,
+                    now_ms,
+                ),
             )
 
     def get_channels(self, channel_ids: list[int]) -> dict[int, ChannelConfig]:
@@ -197,12 +203,13 @@ class AccessStore:
     # --- promotions -----------------------------------------------------------------------------
     def add_promotions(self, promotions: list[tuple[str, str]], now_ms: int) -> None:
         with self.db.transaction() as tx:
-            existing = {
-                r[0] for r in tx.fetchall("SELECT promo_code FROM promotions")
-            } & {code for code, _ in promotions}
+            existing = {r[0] for r in tx.fetchall("SELECT promo_code FROM promotions")} & {
+                code for code, _ in promotions
+            }
             if existing:
-                raise Conflict(f"promo codes already exist: {sorted(existing)[:10]}",
-                               field="PromoCode")
+                raise Conflict(
+                    f"promo codes already exist: {sorted(existing)[:10]}", field="PromoCode"
+                )
             tx.executemany(
                 "INSERT INTO promotions (promo_code, promotion_name, created_at) VALUES (?, ?, ?)",
                 [(code, name, now_ms) for code, name in promotions],
@@ -217,5 +224,6 @@ class AccessStore:
 
     def delete_promotions(self, codes: list[str]) -> int:
         with self.db.transaction() as tx:
-            return tx.executemany("DELETE FROM promotions WHERE promo_code = ?",
-                                  [(c,) for c in codes])
+            return tx.executemany(
+                "DELETE FROM promotions WHERE promo_code = ?", [(c,) for c in codes]
+            )

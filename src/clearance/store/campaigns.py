@@ -33,8 +33,11 @@ def _opt_time(ms: Any) -> Any:
 
 def campaign_from_row(row: dict[str, Any]) -> Campaign:
     channels = [
-        ChannelRef(c["id"], c.get("name", ""),
-                   tuple(Template(t["id"], t.get("name", "")) for t in c.get("templates") or ()))
+        ChannelRef(
+            c["id"],
+            c.get("name", ""),
+            tuple(Template(t["id"], t.get("name", "")) for t in c.get("templates") or ()),
+        )
         for c in orjson.loads(row["channels"])
     ]
     return Campaign(
@@ -66,11 +69,16 @@ def campaign_from_row(row: dict[str, Any]) -> Campaign:
 
 
 def channels_json(channels: Sequence[ChannelRef]) -> str:
-    return orjson.dumps([
-        {"id": c.id, "name": c.name,
-         "templates": [{"id": t.id, "name": t.name} for t in c.templates]}
-        for c in channels
-    ]).decode()
+    return orjson.dumps(
+        [
+            {
+                "id": c.id,
+                "name": c.name,
+                "templates": [{"id": t.id, "name": t.name} for t in c.templates],
+            }
+            for c in channels
+        ]
+    ).decode()
 
 
 @dataclass
@@ -119,12 +127,22 @@ class CampaignStore:
                 "process_at, duration_days, clearance_lead_seconds, action_id, action_name, "
                 "promo_codes, channels, target_count, next_step_at, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-                (campaign_id, c.name, c.state.value, c.conditional, to_ms(c.execute_at),
-                 None if c.process_at is None else to_ms(c.process_at), c.duration_days,
-                 c.clearance_lead_seconds, c.action_id, c.action_name,
-                 orjson.dumps(c.promo_codes).decode(), channels_json(c.channels),
-                 self._next_step_for_schedule(c, now_ms) if c.state == State.SCHEDULED else None,
-                 now_ms),
+                (
+                    campaign_id,
+                    c.name,
+                    c.state.value,
+                    c.conditional,
+                    to_ms(c.execute_at),
+                    None if c.process_at is None else to_ms(c.process_at),
+                    c.duration_days,
+                    c.clearance_lead_seconds,
+                    c.action_id,
+                    c.action_name,
+                    orjson.dumps(c.promo_codes).decode(),
+                    channels_json(c.channels),
+                    self._next_step_for_schedule(c, now_ms) if c.state == State.SCHEDULED else None,
+                    now_ms,
+                ),
             )
             if target:
                 self._append_target(tx, campaign_id, 0, target)
@@ -141,8 +159,10 @@ class CampaignStore:
             tx.copy_rows(
                 "target_customers",
                 ("campaign_id", "seq", "customer_id", "attributes"),
-                [(campaign_id, start + i, cid, attrs)
-                 for i, (cid, attrs) in enumerate(rows, start=1)],
+                [
+                    (campaign_id, start + i, cid, attrs)
+                    for i, (cid, attrs) in enumerate(rows, start=1)
+                ],
             )
         except Conflict as exc:
             raise InvalidInput(
@@ -166,7 +186,9 @@ class CampaignStore:
             self._append_target(tx, campaign_id, int(row["target_count"]), rows)
             return int(row["target_count"]) + len(rows)
 
-    def schedule(self, campaign_id: int, now_ms: int, check: Callable[[Campaign], None]) -> Campaign:
+    def schedule(
+        self, campaign_id: int, now_ms: int, check: Callable[[Campaign], None]
+    ) -> Campaign:
         with self.db.transaction() as tx:
             c = campaign_from_row(self._get_row(tx, campaign_id, self.db.lock_update))
             if c.state != State.DRAFT:
@@ -287,13 +309,20 @@ class CampaignStore:
             reason = None
             if outcome == "excluded":
                 reason = exclusion_reason(State(state), approval, late_at is not None)
-            out.append(CustomerOutcome(
-                int(seq), cid, outcome, reason,
-                None if approval_at is None else from_ms(int(approval_at)),
-            ))
+            out.append(
+                CustomerOutcome(
+                    int(seq),
+                    cid,
+                    outcome,
+                    reason,
+                    None if approval_at is None else from_ms(int(approval_at)),
+                )
+            )
         return out
 
-    def canceled_customers(self, campaign_id: int, limit: int, offset: int) -> list[tuple[int, str]]:
+    def canceled_customers(
+        self, campaign_id: int, limit: int, offset: int
+    ) -> list[tuple[int, str]]:
         with self.db.reader() as tx:
             row = self._get_row(tx, campaign_id)
             if row["state"] != State.CANCELED:

@@ -85,8 +85,11 @@ class Database(abc.ABC):
         """Apply pending migrations; return the versions applied. Safe to run concurrently."""
         applied: list[int] = []
         files = sorted(
-            (f for f in resources.files("clearance.store.migrations").iterdir()
-             if f.name.endswith(".sql")),
+            (
+                f
+                for f in resources.files("clearance.store.migrations").iterdir()
+                if f.name.endswith(".sql")
+            ),
             key=lambda f: f.name,
         )
         with self.transaction() as tx:

@@ -99,7 +99,11 @@ class PostgresDatabase(Database):
     def __init__(self, url: str, max_size: int = 16) -> None:
         self.url = url
         self.pool = psycopg_pool.ConnectionPool(
-            url, min_size=1, max_size=max_size, open=False, timeout=10,
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            timeout=10,
             kwargs={"connect_timeout": 5},
         )
         try:

@@ -34,9 +34,7 @@ class SQLiteTx(Tx):
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
         marks = ", ".join("?" for _ in columns)
-        self.conn.executemany(
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
-        )
+        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     def update_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int

@@ -1,4 +1,4 @@
-"""Work the scheduler claims: campaign steps under a lease, send chunks, and the notification outbox."""
+"""Work the scheduler claims: campaign steps under a lease, send chunks, the notification outbox."""
 
 from __future__ import annotations
 
@@ -53,8 +53,13 @@ class WorkStore:
             )
         return int(row[0]) if row else None
 
-    def release(self, campaign_id: int, owner: str, next_step_at: int | None = None,
-                error: str | None = None) -> None:
+    def release(
+        self,
+        campaign_id: int,
+        owner: str,
+        next_step_at: int | None = None,
+        error: str | None = None,
+    ) -> None:
         with self.db.transaction() as tx:
             if next_step_at is None:
                 tx.execute(
@@ -103,19 +108,26 @@ class WorkStore:
             self._enqueue(tx, notifications)
         return True
 
-    def cancel(self, campaign_id: int, now_ms: int,
-               notifications: Sequence[Notification]) -> bool:
+    def cancel(self, campaign_id: int, now_ms: int, notifications: Sequence[Notification]) -> bool:
         return self.transition(
-            campaign_id, None, CANCELABLE_STATES, State.CANCELED, None,
-            {"canceled_at": now_ms}, notifications,
+            campaign_id,
+            None,
+            CANCELABLE_STATES,
+            State.CANCELED,
+            None,
+            {"canceled_at": now_ms},
+            notifications,
         )
 
     def extend_lease(self, campaign_id: int, owner: str, lease_until: int) -> bool:
         with self.db.transaction() as tx:
-            return bool(tx.execute(
-                "UPDATE campaigns SET lease_until = ? WHERE campaign_id = ? AND lease_owner = ?",
-                (lease_until, campaign_id, owner),
-            ))
+            return bool(
+                tx.execute(
+                    "UPDATE campaigns SET lease_until = ? "
+                    "WHERE campaign_id = ? AND lease_owner = ?",
+                    (lease_until, campaign_id, owner),
+                )
+            )
 
     # --- execution ------------------------------------------------------------------------------
     def next_send_chunk(
@@ -148,22 +160,29 @@ class WorkStore:
             )
             if not rows:
                 if cursor < target_count:
-                    tx.execute("UPDATE campaigns SET exec_cursor = ? WHERE campaign_id = ?",
-                               (target_count, campaign_id))
+                    tx.execute(
+                        "UPDATE campaigns SET exec_cursor = ? WHERE campaign_id = ?",
+                        (target_count, campaign_id),
+                    )
                 return None
             first, last = int(rows[0][0]), int(rows[-1][0])
             tx.copy_rows(
                 "sends",
                 ("campaign_id", "seq", "channel_id", "customer_id", "template_id", "scheduled_at"),
-                [(campaign_id, seq, channel_id, cid, template_id, scheduled_ms)
-                 for channel_id, template_id in channels for seq, cid in rows],
+                [
+                    (campaign_id, seq, channel_id, cid, template_id, scheduled_ms)
+                    for channel_id, template_id in channels
+                    for seq, cid in rows
+                ],
             )
             batches = [Batch(campaign_id, ch, first, last, len(rows), 0) for ch, _ in channels]
             tx.copy_rows(
                 "send_batches",
                 ("campaign_id", "channel_id", "first_seq", "last_seq", "sends", "attempts"),
-                [(b.campaign_id, b.channel_id, b.first_seq, b.last_seq, b.sends, 0)
-                 for b in batches],
+                [
+                    (b.campaign_id, b.channel_id, b.first_seq, b.last_seq, b.sends, 0)
+                    for b in batches
+                ],
             )
             new_cursor = target_count if len(rows) < limit else last
             tx.execute(
@@ -220,9 +239,20 @@ class WorkStore:
                 "INSERT INTO notifications (notification_id, campaign_id, event_type_id, "
                 "channel_id, listener_url, body, state, attempts, next_attempt_at, expires_at, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
-                [(n.notification_id, n.campaign_id, n.event_type_id, n.channel_id,
-                  n.listener_url, n.body, n.next_attempt_at, n.expires_at, n.next_attempt_at)
-                 for n in notifications],
+                [
+                    (
+                        n.notification_id,
+                        n.campaign_id,
+                        n.event_type_id,
+                        n.channel_id,
+                        n.listener_url,
+                        n.body,
+                        n.next_attempt_at,
+                        n.expires_at,
+                        n.next_attempt_at,
+                    )
+                    for n in notifications
+                ],
             )
 
     def claim_notifications(self, now_ms: int, lease_until: int, limit: int) -> list[Notification]:
@@ -236,8 +266,12 @@ class WorkStore:
                 "body, next_attempt_at, expires_at, attempts",
                 (lease_until, now_ms, now_ms, limit),
             )
-        return [Notification(r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]),
-                             int(r[8])) for r in rows]
+        return [
+            Notification(
+                r[0], r[1], int(r[2]), int(r[3]), r[4], r[5], int(r[6]), int(r[7]), int(r[8])
+            )
+            for r in rows
+        ]
 
     def record_attempt(
         self,
@@ -265,8 +299,14 @@ class WorkStore:
             tx.execute(
                 "UPDATE notifications SET state = ?, attempts = ?, next_attempt_at = ?, "
                 "lease_until = NULL, last_error = ?, delivered_at = ? WHERE notification_id = ?",
-                (state, attempt, next_attempt_at or n.next_attempt_at, error,
-                 at_ms if state == "delivered" else None, n.notification_id),
+                (
+                    state,
+                    attempt,
+                    next_attempt_at or n.next_attempt_at,
+                    error,
+                    at_ms if state == "delivered" else None,
+                    n.notification_id,
+                ),
             )
         return state
 

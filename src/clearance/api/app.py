@@ -1,0 +1,113 @@
+"""The ASGI application: routers, one error shape, a body-size limit, and the in-process worker."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from clearance import __version__
+from clearance.api import errors
+from clearance.api.native import native_router
+from clearance.api.wire import wire_router
+from clearance.engine import Engine
+from clearance.errors import ClearanceError, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BodyLimit:
+    """Refuse bodies over the limit with 413 before they are read into memory."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                await self._too_large(send)
+                return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise PayloadTooLarge(f"body is larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = orjson.dumps(
+            errors.error_body(413, "Payload Too Large", f"body is larger than {self.limit} bytes")
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
+    """Build the API. With a `worker` (scheduler.Worker), it runs in a thread beside the API."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        thread = None
+        if worker is not None:
+            thread = threading.Thread(
+                target=worker.run, args=(stop,), name="clearance-worker", daemon=True
+            )
+            thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join(timeout=30)
+
+    app = FastAPI(
+        title="clearance",
+        version=__version__,
+        description="Conditional execution for customer campaigns. Native API (admin key in "
+        "X-API-KEY); the wire-compatible calls live under /current/.",
+        lifespan=lifespan,
+    )
+    app.state.engine = engine
+    app.add_exception_handler(ClearanceError, errors.on_clearance_error)
+    app.add_exception_handler(RequestValidationError, errors.on_validation_error)
+    app.add_exception_handler(HTTPException, errors.on_http_error)
+    app.add_exception_handler(Exception, errors.on_unexpected)
+    app.include_router(wire_router())
+    app.include_router(native_router())
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "schema_version": engine.store.db.schema_version()}
+
+    app.add_middleware(BodyLimit, limit=engine.settings.max_body_bytes)
+    return app

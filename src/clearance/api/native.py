@@ -1,0 +1,333 @@
+"""The native API under /api/v1: what the campaign tool does (admin key)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from clearance.api.auth import authenticate
+from clearance.api.wire import check_listener_url, read_json
+from clearance.domain import (
+    MAX_ID_LENGTH,
+    Campaign,
+    ChannelRef,
+    State,
+    Template,
+    check_customer_id,
+    format_wire_time,
+    parse_time,
+)
+from clearance.engine import Engine
+from clearance.errors import InvalidInput, PayloadTooLarge
+from clearance.store import ChannelConfig, Principal
+
+Name = Annotated[str, Field(max_length=200)]
+Id = Annotated[int, Field(ge=1, le=2**53)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TemplateIn(Strict):
+    id: Id
+    name: Name = ""
+
+
+class ChannelIn(Strict):
+    id: Id
+    name: Name = ""
+    templates: list[TemplateIn] = Field(default_factory=list, max_length=100)
+
+
+class ActionIn(Strict):
+    id: Id
+    name: Name = ""
+    promo_codes: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=10_000
+    )
+
+
+class TargetIn(Strict):
+    customer_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class CampaignIn(Strict):
+    campaign_id: Id | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    execute_at: Annotated[str, Field(max_length=40)]
+    process_at: Annotated[str, Field(max_length=40)] | None = None
+    duration_days: Annotated[int, Field(ge=1, le=365)] = 1
+    conditional: bool
+    clearance_lead_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] | None = None
+    action: ActionIn
+    channels: list[ChannelIn] = Field(min_length=1, max_length=20)
+    target_group: list[TargetIn] | None = None
+    draft: bool = False
+
+
+class Counts(BaseModel):
+    target: int
+    approved: int
+    sent: int
+    excluded: int
+
+
+class CampaignOut(BaseModel):
+    campaign_id: int
+    name: str
+    state: str
+    conditional: bool
+    execute_at: str
+    clearance_required_by: str | None
+    duration_days: int
+    counts: Counts
+    last_error: str | None = None
+
+
+class DeliveryIn(Strict):
+    type: Literal["file", "webhook"] = "file"
+    url: Annotated[str, Field(max_length=2048)] | None = None
+    directory: Annotated[str, Field(max_length=1024)] | None = None
+
+
+class ChannelPut(Strict):
+    name: Name = ""
+    clearance_lead_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] | None = None
+    delivery: DeliveryIn = Field(default_factory=DeliveryIn)
+
+
+def _engine(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+async def admin(request: Request) -> Principal:
+    return await authenticate(request, _engine(request), admin=True)
+
+
+EngineDep = Annotated[Engine, Depends(_engine)]
+Admin = Annotated[Principal, Depends(admin)]
+
+
+def _iso(when: datetime | None, engine: Engine) -> str | None:
+    return None if when is None else when.astimezone(engine.settings.tz).isoformat()
+
+
+def campaign_out(engine: Engine, campaign_id: int) -> CampaignOut:
+    c = engine.store.get_campaign(campaign_id)
+    return CampaignOut(
+        campaign_id=c.campaign_id,
+        name=c.name,
+        state=c.state.value,
+        conditional=c.conditional,
+        execute_at=format_wire_time(c.execute_at, engine.settings.tz),
+        clearance_required_by=(
+            format_wire_time(c.clearance_required_by, engine.settings.tz)
+            if c.clearance_required_by
+            else None
+        ),
+        duration_days=c.duration_days,
+        counts=Counts(**engine.store.counts(campaign_id)),
+        last_error=c.extra.get("last_error"),
+    )
+
+
+def _attrs(attributes: dict[str, Any]) -> str | None:
+    return orjson.dumps(attributes).decode() if attributes else None
+
+
+def _check_unique(rows: list[tuple[str, str | None]]) -> None:
+    seen: set[str] = set()
+    for cid, _ in rows:
+        if cid in seen:
+            raise InvalidInput(
+                f"customer {cid!r} appears twice in the target group", field="customer_id"
+            )
+        seen.add(cid)
+
+
+def native_router() -> APIRouter:
+    r = APIRouter(prefix="/api/v1")
+
+    @r.post("/campaigns", status_code=201, response_model=CampaignOut)
+    def create_campaign(body: CampaignIn, engine: EngineDep, who: Admin) -> CampaignOut:
+        tz = engine.settings.tz
+        if not body.draft and body.target_group is None:
+            raise InvalidInput(
+                "target_group is required unless draft is true", field="target_group"
+            )
+        channel_ids = [ch.id for ch in body.channels]
+        if len(set(channel_ids)) != len(channel_ids):
+            raise InvalidInput("a channel appears twice", field="channels")
+        campaign = Campaign(
+            campaign_id=body.campaign_id or 0,
+            name=body.name,
+            execute_at=parse_time(body.execute_at, tz, "execute_at"),
+            process_at=parse_time(body.process_at, tz, "process_at") if body.process_at else None,
+            duration_days=body.duration_days,
+            conditional=body.conditional,
+            action_id=body.action.id,
+            action_name=body.action.name,
+            promo_codes=list(body.action.promo_codes),
+            channels=[
+                ChannelRef(ch.id, ch.name, tuple(Template(t.id, t.name) for t in ch.templates))
+                for ch in body.channels
+            ],
+            state=State.DRAFT if body.draft else State.SCHEDULED,
+            clearance_lead_seconds=body.clearance_lead_seconds,
+        )
+        target = [
+            (check_customer_id(t.customer_id, "target_group.customer_id"), _attrs(t.attributes))
+            for t in body.target_group or ()
+        ]
+        _check_unique(target)
+        created = engine.create_campaign(campaign, target)
+        return campaign_out(engine, created.campaign_id)
+
+    @r.get("/campaigns/{campaign_id}", response_model=CampaignOut)
+    def get_campaign(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
+        return campaign_out(engine, campaign_id)
+
+    @r.post("/campaigns/{campaign_id}/target-group")
+    async def upload_target(campaign_id: int, request: Request, who: Admin) -> dict[str, int]:
+        """Append customers to a draft campaign: a JSON array, NDJSON, or CSV with a
+        `customer_id` column (other columns become attributes). All or nothing."""
+        engine = _engine(request)
+        kind = (request.headers.get("content-type") or "application/json").split(";")[0].strip()
+        if kind in ("application/x-ndjson", "application/ndjson"):
+            items = await _read_ndjson(request, engine)
+        elif kind in ("text/csv", "application/csv"):
+            items = await _read_csv(request, engine)
+        else:
+            items = await read_json(request, engine)
+            if not isinstance(items, list):
+                raise InvalidInput("body must be a JSON array of {customer_id, attributes}")
+        rows = [_target_row(item, i) for i, item in enumerate(items)]
+        _check_unique(rows)
+        size = await run_in_threadpool(engine.store.add_target, campaign_id, rows)
+        return {"added": len(rows), "target_count": size}
+
+    @r.post("/campaigns/{campaign_id}/schedule", response_model=CampaignOut)
+    def schedule(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
+        engine.schedule(campaign_id)
+        return campaign_out(engine, campaign_id)
+
+    @r.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
+    def cancel(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
+        engine.cancel(campaign_id)
+        return campaign_out(engine, campaign_id)
+
+    @r.get("/campaigns/{campaign_id}/customers")
+    def customers(
+        campaign_id: int,
+        engine: EngineDep,
+        who: Admin,
+        outcome: Literal["sent", "excluded", "approved"],
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+    ) -> dict[str, Any]:
+        rows = engine.store.customer_outcomes(campaign_id, outcome, after, limit)
+        return {
+            "customers": [
+                {
+                    "customer_id": r.customer_id,
+                    "outcome": r.outcome,
+                    "reason": r.reason,
+                    "approved_at": _iso(r.approved_at, engine),
+                }
+                for r in rows
+            ],
+            "next_after": rows[-1].seq if len(rows) == limit else None,
+        }
+
+    @r.get("/campaigns/{campaign_id}/notifications")
+    def notifications(campaign_id: int, engine: EngineDep, who: Admin) -> list[dict[str, Any]]:
+        """Every notification for the campaign, with every delivery attempt."""
+        engine.store.get_campaign(campaign_id)
+        return engine.store.campaign_notifications(campaign_id)
+
+    @r.put("/channels/{channel_id}")
+    def put_channel(
+        channel_id: int, body: ChannelPut, engine: EngineDep, who: Admin
+    ) -> dict[str, Any]:
+        if body.delivery.type == "webhook":
+            if not body.delivery.url:
+                raise InvalidInput(
+                    "delivery.url is required for webhook delivery", field="delivery.url"
+                )
+            target: str | None = check_listener_url(body.delivery.url)
+        else:
+            target = body.delivery.directory
+        engine.store.put_channel(
+            ChannelConfig(
+                channel_id, body.name, body.clearance_lead_seconds, body.delivery.type, target
+            ),
+            engine.now_ms(),
+        )
+        return {
+            "channel_id": channel_id,
+            "name": body.name,
+            "clearance_lead_seconds": body.clearance_lead_seconds,
+            "delivery": {"type": body.delivery.type, "target": target},
+        }
+
+    return r
+
+
+def _target_row(item: Any, i: int) -> tuple[str, str | None]:
+    if not isinstance(item, dict):
+        raise InvalidInput(f"target_group[{i}] must be an object", field=f"target_group[{i}]")
+    extra = set(item) - {"customer_id", "attributes"}
+    if extra:
+        raise InvalidInput(
+            f"target_group[{i}] has unknown fields {sorted(extra)}", field=f"target_group[{i}]"
+        )
+    attributes = item.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise InvalidInput(
+            f"target_group[{i}].attributes must be an object", field=f"target_group[{i}].attributes"
+        )
+    cid = check_customer_id(item.get("customer_id"), f"target_group[{i}].customer_id")
+    return cid, _attrs(attributes)
+
+
+async def _body(request: Request, engine: Engine) -> bytes:
+    body = await request.body()
+    if len(body) > engine.settings.max_body_bytes:
+        raise PayloadTooLarge(f"body is larger than {engine.settings.max_body_bytes} bytes")
+    return body
+
+
+async def _read_ndjson(request: Request, engine: Engine) -> list[Any]:
+    out = []
+    for n, line in enumerate((await _body(request, engine)).splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"line {n} is not valid JSON: {exc}", field=f"line {n}") from exc
+    return out
+
+
+async def _read_csv(request: Request, engine: Engine) -> list[Any]:
+    try:
+        text = (await _body(request, engine)).decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput("CSV must be UTF-8") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or "customer_id" not in reader.fieldnames:
+        raise InvalidInput("CSV needs a header row with a customer_id column", field="customer_id")
+    out = []
+    for row in reader:
+        cid = row.pop("customer_id")
+        out.append({"customer_id": cid, "attributes": {k: v for k, v in row.items() if k}})
+    return out

@@ -1,0 +1,332 @@
+"""The wire-compatible calls under /current/{area}/{Function} (function names case-insensitive).
+
+Bodies are parsed with orjson and checked by hand so every error names its field and nothing is
+applied from a request that fails anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from clearance.api.auth import authenticate
+from clearance.api.responses import JSON
+from clearance.domain import EventType, check_customer_id, check_page, format_wire_time
+from clearance.engine import Engine
+from clearance.errors import InvalidInput, NotAuthenticated, NotFound, PayloadTooLarge
+from clearance.store import Principal
+
+KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
+MAX_URL_LENGTH = 2048
+
+Handler = Callable[[Request, Engine, Principal], Awaitable[Response]]
+
+
+def _ok(payload: Any = None) -> Response:
+    if payload is None:
+        return Response(status_code=200)
+    return JSON(payload)
+
+
+async def read_json(request: Request, engine: Engine) -> Any:
+    body = await request.body()
+    if len(body) > engine.settings.max_body_bytes:
+        raise PayloadTooLarge(f"body is larger than {engine.settings.max_body_bytes} bytes")
+    if not body:
+        raise InvalidInput("request body is empty; send JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"body is not valid JSON: {exc}") from exc
+
+
+def _int(value: Any, field: str, *, required: bool = True, minimum: int = 0) -> int | None:
+    if value is None or value == "":
+        if required:
+            raise InvalidInput(f"{field} is required", field=field)
+        return None
+    if isinstance(value, bool):
+        raise InvalidInput(f"{field} must be an integer", field=field)
+    if isinstance(value, str):
+        if not value.strip().lstrip("-").isdigit() or len(value) > 18:
+            raise InvalidInput(f"{field} must be an integer", field=field)
+        value = int(value)
+    if not isinstance(value, int) or value < minimum or value > 2**62:
+        raise InvalidInput(f"{field} must be an integer >= {minimum}", field=field)
+    return value
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidInput("body must be a JSON object")
+    return body
+
+
+def check_listener_url(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise InvalidInput("ListenerURL is required", field="ListenerURL")
+    url = unquote(raw) if raw.lower().startswith(("http%3a", "https%3a")) else raw
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidInput("ListenerURL is too long", field="ListenerURL")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput("ListenerURL must be an http(s) URL with a host", field="ListenerURL")
+    return url
+
+
+# --- general -------------------------------------------------------------------------------------
+async def login(request: Request, engine: Engine) -> Response:
+    body = _object(await read_json(request, engine))
+    username, password = body.get("Username"), body.get("Password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise InvalidInput("Username and Password are required strings", field="Username")
+    token = await run_in_threadpool(engine.store.login, username, password, engine.now_ms())
+    if token is None:
+        raise NotAuthenticated("wrong username or password")
+    return JSON(token)
+
+
+async def register_listener(request: Request, engine: Engine, who: Principal) -> Response:
+    body = _object(await read_json(request, engine))
+    event_type = _int(body.get("EventTypeID"), "EventTypeID", minimum=1)
+    assert event_type is not None
+    if event_type not in KNOWN_EVENT_TYPES:
+        raise InvalidInput(
+            f"EventTypeID {event_type} is not one of {sorted(KNOWN_EVENT_TYPES)}",
+            field="EventTypeID",
+        )
+    channel = _int(body.get("ChannelID"), "ChannelID", required=False, minimum=1)
+    if event_type == EventType.CLEARANCE_REQUIRED and channel is not None:
+        raise InvalidInput("EventTypeID 5 is registered without a ChannelID", field="ChannelID")
+    url = check_listener_url(body.get("ListenerURL"))
+    await run_in_threadpool(
+        engine.store.register_listener, event_type, channel, url, engine.now_ms()
+    )
+    return _ok()
+
+
+async def unregister_listener(request: Request, engine: Engine, who: Principal) -> Response:
+    body = _object(await read_json(request, engine))
+    event_type = _int(body.get("EventTypeID"), "EventTypeID", minimum=1)
+    channel = _int(body.get("ChannelID"), "ChannelID", required=False, minimum=1)
+    assert event_type is not None
+    await run_in_threadpool(engine.store.unregister_listener, event_type, channel)
+    return _ok()
+
+
+async def get_listeners(request: Request, engine: Engine, who: Principal) -> Response:
+    rows = await run_in_threadpool(engine.store.list_listeners)
+    return _ok([{"EventTypeID": e, "ListenerURL": u, "ChannelID": c} for e, u, c in rows])
+
+
+# --- customers -----------------------------------------------------------------------------------
+def _paging(request: Request) -> tuple[int, int]:
+    q = request.query_params
+    return check_page(
+        _int(q.get("$top"), "$top", required=False), _int(q.get("$skip"), "$skip", required=False)
+    )
+
+
+def _campaign_id(request: Request) -> int:
+    value = _int(request.query_params.get("CampaignID"), "CampaignID", minimum=1)
+    assert value is not None
+    return value
+
+
+async def processed_customers(request: Request, engine: Engine, who: Principal) -> Response:
+    campaign_id = _campaign_id(request)
+    top, skip = _paging(request)
+    q = request.query_params
+    delimiter = q.get("CustomerAttributesDelimiter") or ";"
+    if delimiter not in (",", ";"):
+        raise InvalidInput(
+            "CustomerAttributesDelimiter must be ',' or ';'", field="CustomerAttributesDelimiter"
+        )
+    raw_attrs = q.get("CustomerAttributes")
+    names = [a.strip() for a in raw_attrs.split(delimiter) if a.strip()] if raw_attrs else []
+    body = await run_in_threadpool(_processed_page, engine, campaign_id, top, skip, names)
+    return Response(body, media_type="application/json")
+
+
+def _processed_page(
+    engine: Engine, campaign_id: int, top: int, skip: int, names: list[str]
+) -> bytes:
+    c = engine.store.get_campaign(campaign_id)
+    if c.extra.get("processed_at") is None:
+        from clearance.errors import Conflict
+
+        raise Conflict(
+            f"campaign {campaign_id} is {c.state}; its customers are listed once it is processed"
+        )
+    rows = engine.store.page_target(campaign_id, skip, top)
+    action_id = c.action_id
+    if not names:
+        return orjson.dumps(
+            [
+                {"CustomerID": cid, "ActionID": action_id, "PromoCode": c.promo_code_for(seq)}
+                for seq, cid, _ in rows
+            ]
+        )
+    out = []
+    for seq, cid, attrs in rows:
+        values = orjson.loads(attrs) if attrs else {}
+        out.append(
+            {
+                "CustomerID": cid,
+                "ActionID": action_id,
+                "PromoCode": c.promo_code_for(seq),
+                "CustomerAttributes": [values.get(n) for n in names],
+            }
+        )
+    return orjson.dumps(out)
+
+
+async def canceled_customers(request: Request, engine: Engine, who: Principal) -> Response:
+    campaign_id = _campaign_id(request)
+    top, skip = _paging(request)
+
+    def page() -> list[dict[str, Any]]:
+        c = engine.store.get_campaign(campaign_id)
+        rows = engine.store.canceled_customers(campaign_id, top, skip)
+        return [
+            {"CustomerID": cid, "ActionID": c.action_id, "PromoCode": c.promo_code_for(seq)}
+            for seq, cid in rows
+        ]
+
+    return _ok(await run_in_threadpool(page))
+
+
+async def send_details(request: Request, engine: Engine, who: Principal) -> Response:
+    campaign_id = _campaign_id(request)
+    top, skip = _paging(request)
+    with_templates = (request.query_params.get("IncludeTemplateIDs") or "").lower() == "true"
+    tz = engine.settings.tz
+
+    def page() -> list[dict[str, Any]]:
+        engine.store.get_campaign(campaign_id)  # 404 for an unknown campaign
+        out = []
+        for seq, cid, channel, template, scheduled in engine.store.send_details(
+            campaign_id, top, skip
+        ):
+            from clearance.channels.base import send_id
+            from clearance.clock import from_ms
+
+            row: dict[str, Any] = {
+                "CustomerID": cid,
+                "ChannelID": channel,
+                "ScheduledTime": format_wire_time(from_ms(scheduled), tz),
+                "SendID": send_id(campaign_id, channel, seq),
+            }
+            if with_templates:
+                row["TemplateID"] = template
+            out.append(row)
+        return out
+
+    return _ok(await run_in_threadpool(page))
+
+
+# --- integrations --------------------------------------------------------------------------------
+async def update_promotion_status(request: Request, engine: Engine, who: Principal) -> Response:
+    body = _object(await read_json(request, engine))
+    campaign_id = _int(body.get("CampaignID"), "CampaignID", minimum=1)
+    assert campaign_id is not None
+    updates = body.get("PromosUpdated")
+    if not isinstance(updates, list):
+        raise InvalidInput("PromosUpdated must be a list", field="PromosUpdated")
+    if len(updates) > 10_000:
+        raise InvalidInput(
+            f"PromosUpdated has {len(updates)} entries; at most 10000 per call. "
+            "Nothing was applied.",
+            field="PromosUpdated",
+        )
+    entries: list[tuple[str, bool]] = []
+    for i, entry in enumerate(updates):
+        if not isinstance(entry, dict):
+            raise InvalidInput(f"PromosUpdated[{i}] must be an object", field=f"PromosUpdated[{i}]")
+        status = entry.get("Status")
+        if not isinstance(status, bool):
+            raise InvalidInput(
+                f"PromosUpdated[{i}].Status must be true or false",
+                field=f"PromosUpdated[{i}].Status",
+            )
+        entries.append(
+            (check_customer_id(entry.get("CustomerID"), f"PromosUpdated[{i}].CustomerID"), status)
+        )
+    result = await run_in_threadpool(engine.approve, campaign_id, entries)
+    return _ok({"Applied": result.applied, "NotInTargetGroup": result.not_in_target_group})
+
+
+def _promo_list(body: Any, need_name: bool) -> list[tuple[str, str]]:
+    if not isinstance(body, list):
+        raise InvalidInput("body must be a JSON array")
+    out = []
+    for i, item in enumerate(body):
+        if not isinstance(item, dict):
+            raise InvalidInput(f"[{i}] must be an object", field=f"[{i}]")
+        code = item.get("PromoCode")
+        name = item.get("PromotionName", "")
+        if not isinstance(code, str) or not code or len(code) > 200:
+            raise InvalidInput(
+                f"[{i}].PromoCode must be a 1..200 character string", field=f"[{i}].PromoCode"
+            )
+        if need_name and (not isinstance(name, str) or len(name) > 500):
+            raise InvalidInput(
+                f"[{i}].PromotionName must be a string", field=f"[{i}].PromotionName"
+            )
+        out.append((code, name))
+    return out
+
+
+async def add_promotions(request: Request, engine: Engine, who: Principal) -> Response:
+    promos = _promo_list(await read_json(request, engine), need_name=True)
+    await run_in_threadpool(engine.store.add_promotions, promos, engine.now_ms())
+    return _ok()
+
+
+async def get_promotions(request: Request, engine: Engine, who: Principal) -> Response:
+    return _ok(await run_in_threadpool(engine.store.list_promotions))
+
+
+async def delete_promotions(request: Request, engine: Engine, who: Principal) -> Response:
+    promos = _promo_list(await read_json(request, engine), need_name=False)
+    await run_in_threadpool(engine.store.delete_promotions, [c for c, _ in promos])
+    return _ok()
+
+
+ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "general/registereventlistener"): register_listener,
+    ("POST", "general/unregistereventlistener"): unregister_listener,
+    ("GET", "general/getregisteredeventlisteners"): get_listeners,
+    ("GET", "customers/getprocessedcampaigncustomers"): processed_customers,
+    ("GET", "customers/getcanceledcampaigncustomers"): canceled_customers,
+    ("GET", "customers/getcustomersenddetailsbycampaign"): send_details,
+    ("POST", "integrations/updatecustomerpromotionstatus"): update_promotion_status,
+    ("POST", "integrations/addpromotions"): add_promotions,
+    ("GET", "integrations/getpromotions"): get_promotions,
+    ("POST", "integrations/deletepromotions"): delete_promotions,
+}
+
+
+def wire_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+
+    @router.api_route("/current/{area}/{function}", methods=["GET", "POST"])
+    async def dispatch(area: str, function: str, request: Request) -> Response:
+        engine: Engine = request.app.state.engine
+        name = f"{area.lower()}/{function.lower()}"
+        if name == "general/login" and request.method == "POST":
+            return await login(request, engine)
+        handler = ROUTES.get((request.method, name))
+        if handler is None:
+            if any(key[1] == name for key in ROUTES):
+                raise InvalidInput(f"{area}/{function} does not accept {request.method}")
+            raise NotFound(f"unknown call {area}/{function}")
+        principal = await authenticate(request, engine)
+        return await handler(request, engine, principal)
+
+    return router

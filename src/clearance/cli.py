@@ -1,0 +1,165 @@
+"""clearance serve · worker · migrate · keys create · demo"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from clearance.clock import SystemClock, to_ms
+from clearance.config import Settings
+from clearance.errors import ClearanceError
+from clearance.store import Store, open_store
+
+log = logging.getLogger("clearance")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--database-url",
+        help="sqlite:///path.db (default ./clearance.db) or "
+        "postgresql://…; env CLEARANCE_DATABASE_URL",
+    )
+    p.add_argument("--timezone", help="site time zone for zone-less times (default UTC)")
+
+
+def _settings(args: argparse.Namespace, **more: Any) -> Settings:
+    return Settings.from_env(
+        database_url=getattr(args, "database_url", None),
+        timezone=getattr(args, "timezone", None),
+        **more,
+    )
+
+
+def bootstrap(store: Store, settings: Settings) -> None:
+    """CLEARANCE_BOOTSTRAP_API_KEY / CLEARANCE_BOOTSTRAP_USER=name:password, for scripting."""
+    now = to_ms(SystemClock().now())
+    if settings.bootstrap_api_key:
+        store.create_api_key("admin", "bootstrap", now, key=settings.bootstrap_api_key)
+    if settings.bootstrap_user:
+        name, sep, password = settings.bootstrap_user.partition(":")
+        if not sep or not name or not password:
+            raise ClearanceError("CLEARANCE_BOOTSTRAP_USER must be name:password")
+        store.upsert_user(name, password, "admin", now)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from clearance.api import create_app
+    from clearance.engine import Engine
+    from clearance.scheduler import Worker
+
+    settings = _settings(args, host=args.host, port=args.port)
+    store = open_store(settings.database_url)
+    bootstrap(store, settings)
+    clock = SystemClock()
+    worker = None if args.no_worker else Worker(store, settings, clock)
+    app = create_app(Engine(store, settings, clock), worker)
+    log.info(
+        "clearance serving on http://%s:%s (database: %s, worker: %s)",
+        settings.host,
+        settings.port,
+        store.dialect,
+        "off" if worker is None else "on",
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    store.close()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from clearance.scheduler import Worker
+
+    settings = _settings(args)
+    store = open_store(settings.database_url)
+    bootstrap(store, settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    Worker(store, settings, SystemClock()).run(stop)
+    store.close()
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = open_store(settings.database_url, migrate=False)
+    applied = store.migrate()
+    print(
+        f"schema at version {store.db.schema_version()}"
+        + (f" (applied {applied})" if applied else " (already current)")
+    )
+    store.close()
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = open_store(settings.database_url)
+    key_id, key = store.create_api_key(args.type, args.name, to_ms(SystemClock().now()))
+    print(key)
+    print(f"({key_id}, {args.type}; shown once, store it now)", file=sys.stderr)
+    store.close()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from clearance.demo import run_demo
+
+    return run_demo(args.database_url)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clearance", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="API and (by default) the worker in one process")
+    _common(p)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--no-worker", action="store_true", help="API only")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("worker", help="the scheduler/executor alone")
+    _common(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    _common(p)
+    p.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    p = keys.add_parser("create", help="create an API key and print it once")
+    _common(p)
+    p.add_argument("--type", choices=["admin", "integrations"], required=True)
+    p.add_argument("--name", default="")
+    p.set_defaults(func=cmd_keys_create)
+
+    p = sub.add_parser("demo", help="a scripted run on SQLite you can watch in under a minute")
+    p.add_argument("--database-url", help="default: a fresh SQLite file in a temp directory")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.command == "demo" else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        return int(args.func(args))
+    except ClearanceError as exc:
+        print(f"clearance: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
