@@ -55,6 +55,7 @@ class Executor:
                 to_ms(campaign.execute_at),
                 self.settings.execution_chunk,
                 to_ms(now) + int(self.settings.lease_seconds * 1000),
+                only_approved=campaign.conditional,
             )
             if batches is None:
                 return

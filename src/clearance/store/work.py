@@ -138,8 +138,10 @@ class WorkStore:
         scheduled_ms: int,
         limit: int,
         lease_until: int,
+        only_approved: bool = True,
     ) -> list[Batch] | None:
-        """Turn the next `limit` approved customers into sends, one per channel, exactly once.
+        """Turn the next `limit` approved customers (every customer, for a campaign without
+        Conditional Execution) into sends, one per channel, exactly once.
 
         The sends, their delivery batches and the cursor move in one transaction, and the primary
         key (campaign, customer position, channel) makes a second send impossible. None when done.
@@ -153,11 +155,18 @@ class WorkStore:
             if row is None:
                 raise Conflict(f"lost the lease on campaign {campaign_id}")
             cursor, target_count = int(row[0]), int(row[1])
-            rows = tx.fetchall(
-                "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? AND seq > ? "
-                "AND approval = ? ORDER BY seq LIMIT ?",
-                (campaign_id, cursor, True, limit),
-            )
+            if only_approved:
+                rows = tx.fetchall(
+                    "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? "
+                    "AND seq > ? AND approval = ? ORDER BY seq LIMIT ?",
+                    (campaign_id, cursor, True, limit),
+                )
+            else:
+                rows = tx.fetchall(
+                    "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? "
+                    "AND seq > ? ORDER BY seq LIMIT ?",
+                    (campaign_id, cursor, limit),
+                )
             if not rows:
                 if cursor < target_count:
                     tx.execute(

@@ -1,0 +1,214 @@
+"""Shared fixtures: real SQLite files, a fresh real PostgreSQL database per test, real HTTP servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+import uvicorn
+
+from clearance.api import create_app
+from clearance.clock import FakeClock
+from clearance.config import Settings
+from clearance.engine import Engine
+from clearance.scheduler import Worker
+from clearance.store import Store, open_store
+
+PG_URL = os.environ.get("CLEARANCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+_TEMPLATE = f"clearance_tpl_{os.getpid()}"
+_template_ready = False
+
+
+def _admin_url(dbname: str) -> str:
+    base, _, _ = PG_URL.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def _pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+def _make_template() -> None:
+    global _template_ready
+    if _template_ready:
+        return
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE}")
+        conn.execute(f"CREATE DATABASE {_TEMPLATE}")
+    store = open_store(_admin_url(_TEMPLATE))
+    store.close()
+    _template_ready = True
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test (cloned from a template)."""
+    if not _pg_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL} and CI is set")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}")
+    _make_template()
+    name = f"clearance_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name} TEMPLATE {_TEMPLATE}")
+    yield _admin_url(name)
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _template_ready:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {_TEMPLATE} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'clearance.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(file_channel_dir=str(tmp_path / "sends"), outbound_timeout_seconds=2.0)
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    s = open_store(database_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def engine(store: Store, settings: Settings, clock: FakeClock) -> Engine:
+    return Engine(store, settings, clock)
+
+
+@pytest.fixture
+def worker(store: Store, settings: Settings, clock: FakeClock) -> Worker:
+    return Worker(store, settings, clock, worker_id="worker-test")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ApiServer:
+    """The real app served by uvicorn on loopback, in a thread, with the test's fake clock."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            create_app(engine), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("API server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def admin_key(store: Store) -> str:
+    return store.create_api_key("admin", "test", 0)[1]
+
+
+@pytest.fixture
+def integrations_key(store: Store) -> str:
+    return store.create_api_key("integrations", "test", 0)[1]
+
+
+@pytest.fixture
+def api(engine: Engine, admin_key: str) -> Iterator[httpx.Client]:
+    server = ApiServer(engine)
+    with httpx.Client(base_url=server.url, headers={"X-API-KEY": admin_key}, timeout=10) as c:
+        yield c
+    server.stop()
+
+
+@dataclass
+class Listener:
+    """A real HTTP listener on loopback that records what it receives; `status` makes it fail."""
+
+    status: int = 200
+    received: list[dict[str, Any]] = field(default_factory=list)
+    on_event: Callable[[dict[str, Any]], None] | None = None
+
+    def start(self) -> Listener:
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                listener.received.append(
+                    {
+                        "path": self.path,
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "raw": raw,
+                        "body": orjson.loads(raw) if raw else None,
+                    }
+                )
+                self.send_response(listener.status)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                if listener.on_event and listener.received[-1]["body"] is not None:
+                    listener.on_event(listener.received[-1]["body"])
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def bodies(self, event_type: int | None = None) -> list[dict[str, Any]]:
+        return [
+            r["body"]
+            for r in self.received
+            if event_type is None or r["body"].get("EventTypeID") == event_type
+        ]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    lst = Listener().start()
+    yield lst
+    lst.stop()

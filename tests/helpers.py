@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from clearance.domain import Campaign, ChannelRef, State, Template
+from clearance.engine import Engine
+
+
+def new_campaign(
+    engine: Engine,
+    customers: int = 10,
+    *,
+    conditional: bool = True,
+    execute_in: timedelta = timedelta(hours=2),
+    channels: tuple[int, ...] = (504,),
+    lead: int | None = None,
+    campaign_id: int = 0,
+) -> Campaign:
+    c = Campaign(
+        campaign_id=campaign_id,
+        name="test",
+        execute_at=engine.clock.now() + execute_in,
+        duration_days=1,
+        conditional=conditional,
+        action_id=7,
+        action_name="bonus",
+        promo_codes=["P1", "P2"],
+        channels=[ChannelRef(ch, f"ch{ch}", (Template(ch * 10, "t"),)) for ch in channels],
+        state=State.SCHEDULED,
+        clearance_lead_seconds=lead,
+    )
+    return engine.create_campaign(c, [(f"c{i}", None) for i in range(customers)])
