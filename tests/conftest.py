@@ -1,4 +1,4 @@
-"""Shared fixtures: real SQLite files, a fresh real PostgreSQL database per test, real HTTP servers."""
+"""Shared fixtures: real SQLite files, a fresh PostgreSQL database per test, real HTTP servers."""
 
 from __future__ import annotations
 

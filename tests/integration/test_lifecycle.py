@@ -157,7 +157,7 @@ def test_cancel_notifies_and_excludes_everyone(engine, worker, store, clock, lis
 def test_execution_notifies_per_channel_and_processed(engine, worker, store, clock, listener):
     store.register_listener(13, 505, listener.url, 0)
     store.register_listener(1, None, listener.url, 0)
-    c = new_campaign(engine, 2, conditional=False, channels=(504, 505))
+    new_campaign(engine, 2, conditional=False, channels=(504, 505))
     worker.drain()
     clock.advance(hours=2)
     worker.drain()
@@ -253,7 +253,7 @@ def test_two_workers_never_run_the_same_step(engine, store, settings, clock):
     w1 = Worker(store, settings, clock, worker_id="w1")
     w2 = Worker(store, settings, clock, worker_id="w2")
     w1.drain()
-    w2.drain()  # noqa: E702
+    w2.drain()
     clock.advance(hours=2)
     import threading
 
