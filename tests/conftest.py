@@ -159,6 +159,13 @@ def api(engine: Engine, admin_key: str) -> Iterator[httpx.Client]:
     server.stop()
 
 
+@pytest.fixture
+def anon(api: httpx.Client) -> Iterator[httpx.Client]:
+    """A client for the same server that sends no credentials."""
+    with httpx.Client(base_url=str(api.base_url), timeout=10) as c:
+        yield c
+
+
 @dataclass
 class Listener:
     """A real HTTP listener on loopback that records what it receives; `status` makes it fail."""

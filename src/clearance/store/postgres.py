@@ -49,12 +49,15 @@ class PostgresTx(Tx):
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
-        with (
-            self.conn.cursor() as cur,
-            cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
-        ):
-            for row in rows:
-                copy.write_row(row)
+        try:
+            with (
+                self.conn.cursor() as cur,
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+            ):
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.IntegrityError as exc:
+            raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
     def update_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int

@@ -34,7 +34,11 @@ class SQLiteTx(Tx):
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
         marks = ", ".join("?" for _ in columns)
-        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        try:
+            self.conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
     def update_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
