@@ -1,4 +1,4 @@
-"""The real CLI in a subprocess: serve + worker with the system clock, a real listener on loopback."""
+"""The real CLI in a subprocess: serve and worker on the system clock, a real listener."""
 
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ KEY = "clr_acceptance_key_0123456789"
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*CLI, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
 
 
 class Served:
@@ -31,14 +36,19 @@ class Served:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ, "CLEARANCE_BOOTSTRAP_API_KEY": KEY,
+            **os.environ,
+            "CLEARANCE_BOOTSTRAP_API_KEY": KEY,
             "CLEARANCE_BOOTSTRAP_USER": "ops:pa55word",
-            "CLEARANCE_WORKER_POLL_SECONDS": "0.1", "CLEARANCE_FILE_CHANNEL_DIR": str(tmp / "out"),
-            "CLEARANCE_DATABASE_URL": database_url, **env,
+            "CLEARANCE_WORKER_POLL_SECONDS": "0.1",
+            "CLEARANCE_FILE_CHANNEL_DIR": str(tmp / "out"),
+            "CLEARANCE_DATABASE_URL": database_url,
+            **env,
         }
         self.proc = subprocess.Popen(
             [*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *extra],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         self.http = httpx.Client(base_url=self.url, headers={"X-API-KEY": KEY}, timeout=10)
         deadline = time.monotonic() + 20
@@ -112,39 +122,66 @@ def test_scheduled_conditional_campaign_end_to_end(served, tmp_path):
     def on_event(body: dict) -> None:
         if body["EventTypeID"] != 5:
             return
-        customers = approver.get("/current/customers/GetProcessedCampaignCustomers",
-                                 params={"CampaignID": body["CampaignID"], "$top": 3}).json()
-        approver.post("/current/integrations/UpdateCustomerPromotionStatus", json={
-            "TimeStamp": body["TimeStamp"], "CampaignID": body["CampaignID"],
-            "PromosUpdated": [{"CustomerID": c["CustomerID"], "Status": True}
-                              for c in customers]})
+        customers = approver.get(
+            "/current/customers/GetProcessedCampaignCustomers",
+            params={"CampaignID": body["CampaignID"], "$top": 3},
+        ).json()
+        approver.post(
+            "/current/integrations/UpdateCustomerPromotionStatus",
+            json={
+                "TimeStamp": body["TimeStamp"],
+                "CampaignID": body["CampaignID"],
+                "PromosUpdated": [
+                    {"CustomerID": c["CustomerID"], "Status": True} for c in customers
+                ],
+            },
+        )
 
     listener = Listener(on_event=on_event).start()
     try:
-        assert served.http.post("/current/general/RegisterEventListener", json={
-            "EventTypeID": 5, "ListenerURL": listener.url}).status_code == 200
+        assert (
+            served.http.post(
+                "/current/general/RegisterEventListener",
+                json={"EventTypeID": 5, "ListenerURL": listener.url},
+            ).status_code
+            == 200
+        )
         execute_at = datetime.now(UTC) + timedelta(seconds=5)
-        r = served.http.post("/api/v1/campaigns", json={
-            "campaign_id": 42, "name": "acceptance", "execute_at": wire_time(execute_at),
-            "conditional": True, "clearance_lead_seconds": 3,
-            "action": {"id": 1, "name": "bonus", "promo_codes": ["B1"]},
-            "channels": [{"id": 504, "name": "Email", "templates": [{"id": 3}]}],
-            "target_group": [{"customer_id": f"cust-{i}"} for i in range(8)],
-        })
+        r = served.http.post(
+            "/api/v1/campaigns",
+            json={
+                "campaign_id": 42,
+                "name": "acceptance",
+                "execute_at": wire_time(execute_at),
+                "conditional": True,
+                "clearance_lead_seconds": 3,
+                "action": {"id": 1, "name": "bonus", "promo_codes": ["B1"]},
+                "channels": [{"id": 504, "name": "Email", "templates": [{"id": 3}]}],
+                "target_group": [{"customer_id": f"cust-{i}"} for i in range(8)],
+            },
+        )
         assert r.status_code == 201, r.text
         done = wait_for_state(served.http, 42, "executed", 20)
         assert done["counts"] == {"target": 8, "approved": 3, "sent": 3, "excluded": 5}
-        sends = served.http.get("/current/customers/GetCustomerSendDetailsByCampaign",
-                                params={"CampaignID": 42}).json()
+        sends = served.http.get(
+            "/current/customers/GetCustomerSendDetailsByCampaign", params={"CampaignID": 42}
+        ).json()
         assert sorted(s["CustomerID"] for s in sends) == ["cust-0", "cust-1", "cust-2"]
         files = list((tmp_path / "out").rglob("*.ndjson"))
         lines = [orjson.loads(x) for f in files for x in f.read_bytes().splitlines()]
         assert sorted(x["SendID"] for x in lines) == sorted(s["SendID"] for s in sends)
         [note] = listener.bodies(5)
         assert note["CampaignID"] == 42 and set(note) == {
-            "EventTypeID", "TimeStamp", "CampaignID", "CampaignDuration", "ClearanceRequiredBy"}
-        late = approver.post("/current/integrations/UpdateCustomerPromotionStatus", json={
-            "CampaignID": 42, "PromosUpdated": [{"CustomerID": "cust-7", "Status": True}]})
+            "EventTypeID",
+            "TimeStamp",
+            "CampaignID",
+            "CampaignDuration",
+            "ClearanceRequiredBy",
+        }
+        late = approver.post(
+            "/current/integrations/UpdateCustomerPromotionStatus",
+            json={"CampaignID": 42, "PromosUpdated": [{"CustomerID": "cust-7", "Status": True}]},
+        )
         assert late.status_code == 409
     finally:
         approver.close()
@@ -157,47 +194,72 @@ def test_keys_and_bootstrap_user(served, database_url):
     key = r.stdout.strip()
     assert key.startswith("clr_") and "shown once" in r.stderr
     with httpx.Client(base_url=served.url, timeout=10) as c:
-        assert c.get("/current/general/GetRegisteredEventListeners",
-                     headers={"X-API-KEY": key}).status_code == 200
+        assert (
+            c.get(
+                "/current/general/GetRegisteredEventListeners", headers={"X-API-KEY": key}
+            ).status_code
+            == 200
+        )
         assert c.get("/api/v1/campaigns/1", headers={"X-API-KEY": key}).status_code == 403
-        token = c.post("/current/general/login",
-                       json={"Username": "ops", "Password": "pa55word"}).json()
-        assert c.get("/current/general/GetRegisteredEventListeners",
-                     headers={"Authorization-Token": token}).status_code == 200
+        token = c.post(
+            "/current/general/login", json={"Username": "ops", "Password": "pa55word"}
+        ).json()
+        assert (
+            c.get(
+                "/current/general/GetRegisteredEventListeners",
+                headers={"Authorization-Token": token},
+            ).status_code
+            == 200
+        )
 
 
 def test_worker_killed_with_sigkill_mid_execution_resumes_exactly_once(database_url, tmp_path):
     """A separate worker process is SIGKILLed while executing; a new one finishes the job."""
     served = Served(database_url, tmp_path, "--no-worker")
-    worker_env = {**served.env, "CLEARANCE_EXECUTION_CHUNK": "200",
-                  "CLEARANCE_LEASE_SECONDS": "1"}
+    worker_env = {**served.env, "CLEARANCE_EXECUTION_CHUNK": "200", "CLEARANCE_LEASE_SECONDS": "1"}
     workers: list[subprocess.Popen[bytes]] = []
 
     def start_worker() -> subprocess.Popen[bytes]:
-        p = subprocess.Popen([*CLI, "worker"], env=worker_env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            [*CLI, "worker"], env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         workers.append(p)
         return p
 
     try:
         n = 20_000
-        served.http.post("/api/v1/campaigns", json={
-            "campaign_id": 9, "name": "big", "draft": True,
-            "execute_at": wire_time(datetime.now(UTC) + timedelta(seconds=6)),
-            "conditional": True, "clearance_lead_seconds": 4,
-            "action": {"id": 1, "name": "b"}, "channels": [{"id": 504}, {"id": 505}],
-        }).raise_for_status()
+        served.http.post(
+            "/api/v1/campaigns",
+            json={
+                "campaign_id": 9,
+                "name": "big",
+                "draft": True,
+                "execute_at": wire_time(datetime.now(UTC) + timedelta(seconds=6)),
+                "conditional": True,
+                "clearance_lead_seconds": 4,
+                "action": {"id": 1, "name": "b"},
+                "channels": [{"id": 504}, {"id": 505}],
+            },
+        ).raise_for_status()
         body = b"\n".join(orjson.dumps({"customer_id": f"k{i}"}) for i in range(n))
-        served.http.post("/api/v1/campaigns/9/target-group", content=body,
-                         headers={"content-type": "application/x-ndjson"}).raise_for_status()
+        served.http.post(
+            "/api/v1/campaigns/9/target-group",
+            content=body,
+            headers={"content-type": "application/x-ndjson"},
+        ).raise_for_status()
         served.http.post("/api/v1/campaigns/9/schedule").raise_for_status()
         first = start_worker()
         wait_for_state(served.http, 9, "awaiting_clearance", 15)
         approved = [f"k{i}" for i in range(n) if i % 4 != 1]
         for i in range(0, len(approved), 10_000):
-            served.http.post("/current/integrations/UpdateCustomerPromotionStatus", json={
-                "CampaignID": 9, "PromosUpdated": [{"CustomerID": c, "Status": True}
-                                                   for c in approved[i:i + 10_000]]},
+            served.http.post(
+                "/current/integrations/UpdateCustomerPromotionStatus",
+                json={
+                    "CampaignID": 9,
+                    "PromosUpdated": [
+                        {"CustomerID": c, "Status": True} for c in approved[i : i + 10_000]
+                    ],
+                },
             ).raise_for_status()
         kills = 0
         deadline = time.monotonic() + 60
@@ -220,8 +282,10 @@ def test_worker_killed_with_sigkill_mid_execution_resumes_exactly_once(database_
         sends = []
         skip = 0
         while True:
-            page = served.http.get("/current/customers/GetCustomerSendDetailsByCampaign",
-                                   params={"CampaignID": 9, "$top": 100_000, "$skip": skip}).json()
+            page = served.http.get(
+                "/current/customers/GetCustomerSendDetailsByCampaign",
+                params={"CampaignID": 9, "$top": 100_000, "$skip": skip},
+            ).json()
             sends += page
             skip += len(page)
             if len(page) < 100_000:
