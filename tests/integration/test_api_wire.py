@@ -290,3 +290,23 @@ def test_promotions_registry(api):
 def test_unknown_calls_are_404_json(api):
     r = api.get("/current/general/NoSuchThing")
     assert r.status_code == 404 and r.json()["status"] == 404
+
+
+def test_send_details_page_by_skip_across_chunks_and_channels(api, engine, store, clock, settings):
+    from clearance.scheduler import Worker
+
+    worker = Worker(store, settings.with_(execution_chunk=4), clock)
+    c = new_campaign(engine, 11, conditional=False, channels=(504, 505))
+    worker.drain()
+    clock.advance(hours=2)
+    worker.drain()
+    url = "/current/customers/GetCustomerSendDetailsByCampaign"
+    everything = api.get(url, params={"CampaignID": c.campaign_id}).json()
+    assert [(s["CustomerID"], s["ChannelID"]) for s in everything] == [
+        (f"c{i}", ch) for i in range(11) for ch in (504, 505)
+    ]
+    pages = [
+        api.get(url, params={"CampaignID": c.campaign_id, "$top": 5, "$skip": skip}).json()
+        for skip in range(0, 22, 5)
+    ]
+    assert [s for page in pages for s in page] == everything

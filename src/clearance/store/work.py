@@ -148,13 +148,13 @@ class WorkStore:
         """
         with self.db.transaction() as tx:
             row = tx.fetchone(
-                "SELECT exec_cursor, target_count FROM campaigns "
+                "SELECT exec_cursor, target_count, sends_count FROM campaigns "
                 "WHERE campaign_id = ? AND lease_owner = ? AND state = ?",
                 (campaign_id, owner, State.EXECUTING.value),
             )
             if row is None:
                 raise Conflict(f"lost the lease on campaign {campaign_id}")
-            cursor, target_count = int(row[0]), int(row[1])
+            cursor, target_count, sends_count = int(row[0]), int(row[1]), int(row[2])
             if only_approved:
                 rows = tx.fetchall(
                     "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? "
@@ -175,13 +175,31 @@ class WorkStore:
                     )
                 return None
             first, last = int(rows[0][0]), int(rows[-1][0])
+            width = len(channels)
+            # send_no numbers the campaign's sends densely, so wire paging ($skip) seeks by key
             tx.copy_rows(
                 "sends",
-                ("campaign_id", "seq", "channel_id", "customer_id", "template_id", "scheduled_at"),
+                (
+                    "campaign_id",
+                    "seq",
+                    "channel_id",
+                    "customer_id",
+                    "template_id",
+                    "scheduled_at",
+                    "send_no",
+                ),
                 [
-                    (campaign_id, seq, channel_id, cid, template_id, scheduled_ms)
-                    for channel_id, template_id in channels
-                    for seq, cid in rows
+                    (
+                        campaign_id,
+                        seq,
+                        channel_id,
+                        cid,
+                        template_id,
+                        scheduled_ms,
+                        sends_count + i * width + k + 1,
+                    )
+                    for k, (channel_id, template_id) in enumerate(channels)
+                    for i, (seq, cid) in enumerate(rows)
                 ],
             )
             batches = [Batch(campaign_id, ch, first, last, len(rows), 0) for ch, _ in channels]
@@ -195,8 +213,9 @@ class WorkStore:
             )
             new_cursor = target_count if len(rows) < limit else last
             tx.execute(
-                "UPDATE campaigns SET exec_cursor = ?, lease_until = ? WHERE campaign_id = ?",
-                (new_cursor, lease_until, campaign_id),
+                "UPDATE campaigns SET exec_cursor = ?, sends_count = ?, lease_until = ? "
+                "WHERE campaign_id = ?",
+                (new_cursor, sends_count + width * len(rows), lease_until, campaign_id),
             )
             return batches
 
@@ -230,14 +249,15 @@ class WorkStore:
     def send_details(
         self, campaign_id: int, limit: int, offset: int
     ) -> list[tuple[int, str, int, int | None, int]]:
-        """Sends in (customer position, channel) order; `offset` counts sends, paged by key."""
+        """Sends in (customer position, channel) order; `offset` counts sends and is a key seek
+        on the dense send number, not a scan."""
         with self.db.reader() as tx:
             return [
                 (int(r[0]), r[1], int(r[2]), r[3], int(r[4]))
                 for r in tx.fetchall(
                     "SELECT seq, customer_id, channel_id, template_id, scheduled_at FROM sends "
-                    "WHERE campaign_id = ? ORDER BY seq, channel_id LIMIT ? OFFSET ?",
-                    (campaign_id, limit, offset),
+                    "WHERE campaign_id = ? AND send_no > ? ORDER BY send_no LIMIT ?",
+                    (campaign_id, offset, limit),
                 )
             ]
 

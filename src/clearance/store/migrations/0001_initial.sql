@@ -58,6 +58,7 @@ CREATE TABLE campaigns (
     lease_owner TEXT,
     lease_until BIGINT,
     exec_cursor BIGINT NOT NULL DEFAULT 0,
+    sends_count BIGINT NOT NULL DEFAULT 0,
     last_error TEXT,
     created_at BIGINT NOT NULL,
     processed_at BIGINT,
@@ -84,8 +85,10 @@ CREATE TABLE sends (
     customer_id TEXT NOT NULL,
     template_id INTEGER,
     scheduled_at BIGINT NOT NULL,
+    send_no BIGINT NOT NULL,
     PRIMARY KEY (campaign_id, seq, channel_id)
 ) {table_options_plain};
+CREATE UNIQUE INDEX sends_by_number ON sends (campaign_id, send_no);
 CREATE TABLE send_batches (
     campaign_id BIGINT NOT NULL,
     channel_id INTEGER NOT NULL,
