@@ -58,8 +58,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     store = open_store(settings.database_url)
     bootstrap(store, settings)
     clock = SystemClock()
-    worker = None if args.no_worker else Worker(store, settings, clock)
-    app = create_app(Engine(store, settings, clock), worker)
+    engine = Engine(store, settings, clock)
+    worker = None if args.no_worker else Worker(store, settings, clock, metrics=engine.metrics)
+    app = create_app(engine, worker)
     log.info(
         "clearance serving on http://%s:%s (database: %s, worker: %s)",
         settings.host,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from clearance.clock import Clock, from_ms, to_ms
@@ -16,7 +16,8 @@ from clearance.domain import (
     clearance_required_by,
     format_wire_time,
 )
-from clearance.errors import Conflict, DeadlinePassed, InvalidInput
+from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidInput
+from clearance.metrics import Metrics
 from clearance.notifier import build_notifications
 from clearance.store import ApprovalResult, Store
 
@@ -26,6 +27,7 @@ class Engine:
     store: Store
     settings: Settings
     clock: Clock
+    metrics: Metrics = field(default_factory=Metrics)
 
     def now_ms(self) -> int:
         return to_ms(self.clock.now())
@@ -83,7 +85,17 @@ class Engine:
             )
         deduped = dict(entries)  # the last word on a customer within one call wins
         try:
-            return self.store.apply_approvals(campaign_id, list(deduped.items()), self.now_ms)
+            result = self._approve(campaign_id, list(deduped.items()))
+        except ClearanceError:
+            self.metrics.approvals.labels("refused").inc(len(deduped))
+            raise
+        self.metrics.approvals.labels("accepted").inc(result.applied)
+        self.metrics.approvals.labels("not_in_target_group").inc(len(result.not_in_target_group))
+        return result
+
+    def _approve(self, campaign_id: int, entries: list[tuple[str, bool]]) -> ApprovalResult:
+        try:
+            return self.store.apply_approvals(campaign_id, entries, self.now_ms)
         except DeadlinePassed as exc:
             deadline = exc.extra.get("clearance_required_by")
             if deadline is None:

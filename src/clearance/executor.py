@@ -10,6 +10,7 @@ from clearance.channels.base import send_id
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, format_wire_time
+from clearance.metrics import Metrics
 from clearance.store import Batch, Store
 
 
@@ -24,7 +25,9 @@ class Executor:
         settings: Settings,
         clock: Clock,
         on_chunk: Callable[[Campaign, Batch], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -87,3 +90,5 @@ class Executor:
                 raise RetryLater(str(exc)) from exc
             return  # past the campaign's life: recorded as undelivered, execution completes
         self.store.mark_batch(batch, to_ms(self.clock.now()), None)
+        if self.metrics is not None:
+            self.metrics.sends.labels(str(batch.channel_id), "scheduled").inc(len(records))

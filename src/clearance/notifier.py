@@ -14,6 +14,7 @@ import orjson
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, format_wire_time
+from clearance.metrics import Metrics
 from clearance.signing import webhook_headers
 from clearance.store import Notification, Store
 
@@ -92,7 +93,9 @@ class Notifier:
         clock: Clock,
         client: httpx.Client | None = None,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -140,7 +143,10 @@ class Notifier:
             retry_at = now + timedelta(seconds=backoff_seconds(n.attempts + 1, self.rng))
             if to_ms(retry_at) < n.expires_at:
                 next_at = to_ms(retry_at)
-        self.store.record_attempt(n, now_ms, status, error, duration_ms, next_at)
+        state = self.store.record_attempt(n, now_ms, status, error, duration_ms, next_at)
+        if self.metrics is not None:
+            result = "failed_will_retry" if state == "pending" else state
+            self.metrics.notifications.labels(result).inc()
 
     def close(self) -> None:
         self.client.close()

@@ -16,6 +16,7 @@ from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, State, clearance_required_by
 from clearance.executor import Executor, RetryLater
+from clearance.metrics import Metrics
 from clearance.notifier import Notifier, build_notifications
 from clearance.store import Notification, Store
 
@@ -33,12 +34,13 @@ class Worker:
         notifier: Notifier | None = None,
         executor: Executor | None = None,
         worker_id: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.notifier = notifier or Notifier(store, settings, clock)
-        self.executor = executor or Executor(store, settings, clock)
+        self.notifier = notifier or Notifier(store, settings, clock, metrics=metrics)
+        self.executor = executor or Executor(store, settings, clock, metrics=metrics)
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
 
     # --- driving ---------------------------------------------------------------------------------

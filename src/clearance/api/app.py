@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
 from clearance import __version__
 from clearance.api import errors
+from clearance.api.auth import authenticate
 from clearance.api.native import native_router
 from clearance.api.wire import wire_router
 from clearance.engine import Engine
@@ -104,6 +106,11 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
     app.add_exception_handler(Exception, errors.on_unexpected)
     app.include_router(wire_router())
     app.include_router(native_router())
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        await authenticate(request, engine)
+        return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from clearance.store.access import AccessStore, ChannelConfig, Principal
 from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
 from clearance.store.db import Database, open_database
+from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, Notification, WorkStore
 
 
-class Store(AccessStore, CampaignStore, WorkStore):
+class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -35,6 +36,8 @@ __all__ = [
     "Batch",
     "ChannelConfig",
     "CustomerOutcome",
+    "DecisionRow",
+    "GatewayConfig",
     "Notification",
     "Principal",
     "Store",
