@@ -149,6 +149,7 @@ class Worker:
             State.CLEARED,
             to_ms(c.execute_at),
             {"cleared_at": to_ms(self.clock.now())},
+            freeze_approvals=True,
         )
 
     def _execute(self, c: Campaign) -> None:

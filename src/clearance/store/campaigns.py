@@ -81,6 +81,24 @@ def channels_json(channels: Sequence[ChannelRef]) -> str:
     ).decode()
 
 
+# The approvals that count: per customer, the latest status (a tie in time goes to "false").
+_LATEST = (
+    "(SELECT a.{col} FROM approvals a WHERE a.campaign_id = t.campaign_id "
+    "AND a.customer_id = t.customer_id ORDER BY a.at DESC, a.status ASC LIMIT 1)"
+)
+LATEST_STATUS = _LATEST.format(col="status")
+LATEST_AT = _LATEST.format(col="at")
+LATEST_APPROVALS = (
+    "SELECT customer_id, status, at, ROW_NUMBER() OVER (PARTITION BY customer_id "
+    "ORDER BY at DESC, status ASC) AS rn FROM approvals WHERE campaign_id = ?"
+)
+FREEZE_APPROVALS = (
+    "UPDATE target_customers SET approval = a.status, approval_at = a.at "
+    f"FROM ({LATEST_APPROVALS}) AS a WHERE target_customers.campaign_id = ? "
+    "AND target_customers.customer_id = a.customer_id AND a.rn = 1"
+)
+
+
 @dataclass
 class ApprovalResult:
     applied: int
@@ -230,7 +248,7 @@ class CampaignStore:
             if state != State.AWAITING_CLEARANCE or (deadline is not None and now >= deadline):
                 late = [cid for cid, status in entries if status]
             else:
-                matched = tx.update_approvals(campaign_id, entries, now)
+                matched = tx.insert_approvals(campaign_id, entries, now)
                 missing: list[str] = []
                 if matched < len(entries):
                     missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
@@ -259,10 +277,16 @@ class CampaignStore:
     def counts(self, campaign_id: int) -> dict[str, int]:
         with self.db.reader() as tx:
             row = self._get_row(tx, campaign_id)
-            approved = tx.fetchone(
-                "SELECT COUNT(*) FROM target_customers WHERE campaign_id = ? AND approval = ?",
-                (campaign_id, True),
-            )
+            if row["cleared_at"] is not None:  # frozen: the approval set is materialized
+                approved = tx.fetchone(
+                    "SELECT COUNT(*) FROM target_customers WHERE campaign_id = ? AND approval = ?",
+                    (campaign_id, True),
+                )
+            else:
+                approved = tx.fetchone(
+                    f"SELECT COUNT(*) FROM ({LATEST_APPROVALS}) x WHERE rn = 1 AND status = ?",
+                    (campaign_id, True),
+                )
             sent = tx.fetchone(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT seq FROM sends WHERE campaign_id = ?) s",
                 (campaign_id,),
@@ -281,9 +305,14 @@ class CampaignStore:
         self, campaign_id: int, outcome: str, after_seq: int, limit: int
     ) -> list[CustomerOutcome]:
         with self.db.reader() as tx:
-            state = self._get_row(tx, campaign_id)["state"]
+            campaign = self._get_row(tx, campaign_id)
+            state = campaign["state"]
+            if campaign["cleared_at"] is not None:
+                approval, approval_at = "t.approval", "t.approval_at"
+            else:
+                approval, approval_at = LATEST_STATUS, LATEST_AT
             base = (
-                "SELECT t.seq, t.customer_id, t.approval, t.approval_at, t.late_attempt_at "
+                f"SELECT t.seq, t.customer_id, {approval}, {approval_at}, t.late_attempt_at "
                 "FROM target_customers t WHERE t.campaign_id = ? AND t.seq > ? "
             )
             sent_q = (
@@ -291,7 +320,7 @@ class CampaignStore:
                 "AND s.seq = t.seq)"
             )
             if outcome == "approved":
-                sql = base + "AND t.approval = ? ORDER BY t.seq LIMIT ?"
+                sql = base + f"AND {approval} = ? ORDER BY t.seq LIMIT ?"
                 params: tuple[Any, ...] = (campaign_id, after_seq, True, limit)
             elif outcome == "sent":
                 sql = base + f"AND {sent_q} ORDER BY t.seq LIMIT ?"

@@ -41,10 +41,11 @@ class Tx(abc.ABC):
         """Bulk insert through the backend's fastest route."""
 
     @abc.abstractmethod
-    def update_approvals(
+    def insert_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
     ) -> int:
-        """Set approval for target customers; return how many target rows matched."""
+        """Append approvals for customers in the target group (others are skipped); return how
+        many were appended."""
 
     @abc.abstractmethod
     def missing_customers(self, campaign_id: int, customer_ids: Sequence[str]) -> list[str]:

@@ -59,17 +59,19 @@ class PostgresTx(Tx):
         except psycopg.IntegrityError as exc:
             raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
-    def update_approvals(
+    def insert_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
     ) -> int:
         ids = [cid for cid, _ in entries]
         statuses = [status for _, status in entries]
         with self.conn.cursor() as cur:
             cur.execute(
-                "UPDATE target_customers t SET approval = v.status, approval_at = %s "
+                "INSERT INTO approvals (campaign_id, customer_id, status, at) "
+                "SELECT %s, v.customer_id, v.status, %s "
                 "FROM unnest(%s::text[], %s::boolean[]) AS v(customer_id, status) "
-                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id",
-                (at_ms, ids, statuses, campaign_id),
+                "WHERE EXISTS (SELECT 1 FROM target_customers t "
+                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id)",
+                (campaign_id, at_ms, ids, statuses, campaign_id),
             )
             return cur.rowcount
 

@@ -40,13 +40,14 @@ class SQLiteTx(Tx):
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
-    def update_approvals(
+    def insert_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
     ) -> int:
         return self.conn.executemany(
-            "UPDATE target_customers SET approval = ?, approval_at = ? "
-            "WHERE campaign_id = ? AND customer_id = ?",
-            [(status, at_ms, campaign_id, cid) for cid, status in entries],
+            "INSERT INTO approvals (campaign_id, customer_id, status, at) SELECT ?, ?, ?, ? "
+            "WHERE EXISTS (SELECT 1 FROM target_customers WHERE campaign_id = ? "
+            "AND customer_id = ?)",
+            [(campaign_id, cid, status, at_ms, campaign_id, cid) for cid, status in entries],
         ).rowcount
 
     def missing_customers(self, campaign_id: int, customer_ids: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from clearance.domain import ACTIVE_STATES, CANCELABLE_STATES, State
 from clearance.errors import Conflict
+from clearance.store.campaigns import FREEZE_APPROVALS
 from clearance.store.db import Database, Tx
 
 
@@ -83,6 +84,7 @@ class WorkStore:
         next_step_at: int | None,
         fields: dict[str, Any] | None = None,
         notifications: Sequence[Notification] = (),
+        freeze_approvals: bool = False,
     ) -> bool:
         """Move a campaign between states and enqueue its notifications in one transaction.
 
@@ -105,6 +107,8 @@ class WorkStore:
         with self.db.transaction() as tx:
             if not tx.execute(f"UPDATE campaigns SET {', '.join(sets)} WHERE {where}", params):
                 return False
+            if freeze_approvals:
+                tx.execute(FREEZE_APPROVALS, (campaign_id, campaign_id))
             self._enqueue(tx, notifications)
         return True
 

@@ -78,6 +78,15 @@ CREATE TABLE target_customers (
     PRIMARY KEY (campaign_id, seq)
 ) {table_options};
 CREATE UNIQUE INDEX target_customers_customer ON target_customers (campaign_id, customer_id);
+-- Every approval call appends here; the latest word per customer (a tie goes to "false") counts,
+-- and at ClearanceRequiredBy it is frozen into target_customers.approval.
+CREATE TABLE approvals (
+    campaign_id BIGINT NOT NULL,
+    customer_id TEXT NOT NULL,
+    status BOOLEAN NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX approvals_latest ON approvals (campaign_id, customer_id, at);
 CREATE TABLE sends (
     campaign_id BIGINT NOT NULL,
     seq BIGINT NOT NULL,
