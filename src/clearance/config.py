@@ -22,6 +22,8 @@ class Settings:
     worker_poll_seconds: float = 0.5
     lease_seconds: float = 30.0
     execution_chunk: int = 5000
+    # customers whose target-group membership each API process keeps in memory (8 bytes each)
+    membership_cache_customers: int = 10_000_000
     file_channel_dir: str = "./clearance-sends"
     outbound_timeout_seconds: float = 10.0
     notification_ttl_seconds: int = 3600

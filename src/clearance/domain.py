@@ -135,6 +135,11 @@ def format_wire_time(when: datetime, tz: ZoneInfo) -> str:
 _ID_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 
 
+def valid_customer_id(text: str) -> bool:
+    """The fast check behind `check_customer_id`, for strings."""
+    return 0 < len(text) <= MAX_ID_LENGTH and _ID_RE.match(text) is not None
+
+
 def check_customer_id(value: Any, field_name: str = "CustomerID") -> str:
     """Customer ids are non-empty strings without control characters, at most 200 characters."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):

@@ -17,6 +17,7 @@ from clearance.domain import (
     format_wire_time,
 )
 from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidInput
+from clearance.membership import MembershipCache
 from clearance.metrics import Metrics
 from clearance.notifier import build_notifications
 from clearance.store import ApprovalResult, Store
@@ -28,6 +29,11 @@ class Engine:
     settings: Settings
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
+    membership: MembershipCache | None = None
+
+    def __post_init__(self) -> None:
+        if self.membership is None:
+            self.membership = MembershipCache(self.store, self.settings.membership_cache_customers)
 
     def now_ms(self) -> int:
         return to_ms(self.clock.now())
@@ -95,7 +101,11 @@ class Engine:
 
     def _approve(self, campaign_id: int, entries: list[tuple[str, bool]]) -> ApprovalResult:
         try:
-            return self.store.apply_approvals(campaign_id, entries, self.now_ms)
+            assert self.membership is not None
+            index = self.membership.index_for(campaign_id)
+            return self.store.apply_approvals(
+                campaign_id, entries, self.now_ms, index.split if index is not None else None
+            )
         except DeadlinePassed as exc:
             deadline = exc.extra.get("clearance_required_by")
             if deadline is None:

@@ -271,3 +271,36 @@ def test_schedule_refuses_a_deadline_already_past(engine):
     with pytest.raises(InvalidInput) as err:
         new_campaign(engine, 1, execute_in=timedelta(minutes=10))
     assert err.value.field == "execute_at"
+
+
+def test_membership_from_memory_and_from_the_database_agree(engine, worker, store):
+    from clearance.membership import MembershipCache
+
+    c = new_campaign(engine, 50)
+    worker.drain()
+    entries = [(f"c{i}", i % 2 == 0) for i in range(0, 60, 3)] + [("nobody", True)]
+    index = MembershipCache(store).index_for(c.campaign_id)
+    assert index is not None and len(index) == 50
+    members, missing = index.split(entries)
+    assert missing == ["c51", "c54", "c57", "nobody"]
+    assert [cid for cid, _ in members] == [f"c{i}" for i in range(0, 50, 3)]
+    via_db = store.apply_approvals(c.campaign_id, entries, engine.now_ms)
+    via_memory = store.apply_approvals(c.campaign_id, entries, engine.now_ms, index.split)
+    assert via_db == via_memory
+    assert via_db.applied == 17 and via_db.not_in_target_group == missing
+
+
+def test_membership_cache_holds_only_campaigns_awaiting_clearance(engine, worker, store):
+    from clearance.membership import MembershipCache
+
+    cache = MembershipCache(store, max_customers=25)
+    draft_like = new_campaign(engine, 5)
+    assert cache.index_for(draft_like.campaign_id) is None  # not processed yet
+    worker.drain()
+    too_big = new_campaign(engine, 30)
+    small = [new_campaign(engine, 10) for _ in range(3)]
+    worker.drain()
+    assert cache.index_for(too_big.campaign_id) is None
+    for c in small:
+        assert cache.index_for(c.campaign_id) is not None
+    assert cache._held <= 25  # the least recently used one was evicted

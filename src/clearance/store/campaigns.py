@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,9 @@ FREEZE_APPROVALS = (
     f"FROM ({LATEST_APPROVALS}) AS a WHERE target_customers.campaign_id = ? "
     "AND target_customers.customer_id = a.customer_id AND a.rn = 1"
 )
+
+
+SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[tuple[str, bool]], list[str]]]
 
 
 @dataclass
@@ -221,7 +224,11 @@ class CampaignStore:
 
     # --- approvals ------------------------------------------------------------------------------
     def apply_approvals(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]], now_ms: Callable[[], int]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        now_ms: Callable[[], int],
+        split_members: SplitMembers | None = None,
     ) -> ApprovalResult:
         """Apply approvals atomically against the deadline.
 
@@ -248,8 +255,16 @@ class CampaignStore:
             if state != State.AWAITING_CLEARANCE or (deadline is not None and now >= deadline):
                 late = [cid for cid, status in entries if status]
             else:
+                if split_members is not None:  # membership known in memory: a plain bulk insert
+                    members, missing = split_members(entries)
+                    tx.copy_rows(
+                        "approvals",
+                        ("campaign_id", "customer_id", "status", "at"),
+                        [(campaign_id, cid, status, now) for cid, status in members],
+                    )
+                    return ApprovalResult(applied=len(members), not_in_target_group=missing)
                 matched = tx.insert_approvals(campaign_id, entries, now)
-                missing: list[str] = []
+                missing = []
                 if matched < len(entries):
                     missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
                 return ApprovalResult(applied=matched, not_in_target_group=missing)
@@ -263,6 +278,21 @@ class CampaignStore:
         )
 
     # --- reading the target group ---------------------------------------------------------------
+    def iter_target_ids(self, campaign_id: int, page: int = 100_000) -> Iterator[list[str]]:
+        """Every customer id of the target group, a page at a time, by key."""
+        after = 0
+        while True:
+            with self.db.reader() as tx:
+                rows = tx.fetchall(
+                    "SELECT seq, customer_id FROM target_customers "
+                    "WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (campaign_id, after, page),
+                )
+            if not rows:
+                return
+            yield [r[1] for r in rows]
+            after = int(rows[-1][0])
+
     def page_target(
         self, campaign_id: int, after_seq: int, limit: int
     ) -> list[tuple[int, str, str | None]]:

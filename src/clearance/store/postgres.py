@@ -69,8 +69,10 @@ class PostgresTx(Tx):
                 "INSERT INTO approvals (campaign_id, customer_id, status, at) "
                 "SELECT %s, v.customer_id, v.status, %s "
                 "FROM unnest(%s::text[], %s::boolean[]) AS v(customer_id, status) "
-                "WHERE EXISTS (SELECT 1 FROM target_customers t "
-                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id)",
+                # LATERAL + LIMIT forces one index probe per entry; with EXISTS the planner may
+                # pick a hash join that scans the whole target table.
+                "CROSS JOIN LATERAL (SELECT 1 FROM target_customers t "
+                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id LIMIT 1) AS member",
                 (campaign_id, at_ms, ids, statuses, campaign_id),
             )
             return cur.rowcount
@@ -79,8 +81,9 @@ class PostgresTx(Tx):
         with self.conn.cursor() as cur:
             cur.execute(
                 "SELECT v.customer_id FROM unnest(%s::text[]) WITH ORDINALITY AS v(customer_id, n) "
-                "WHERE NOT EXISTS (SELECT 1 FROM target_customers t "
-                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id) ORDER BY v.n",
+                "LEFT JOIN LATERAL (SELECT 1 AS found FROM target_customers t "
+                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id LIMIT 1) AS member "
+                "ON TRUE WHERE member.found IS NULL ORDER BY v.n",
                 (list(customer_ids), campaign_id),
             )
             return [r[0] for r in cur.fetchall()]
