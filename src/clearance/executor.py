@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from clearance.channels import ChannelError, Delivery, SendRecord, delivery_for
+from clearance.channels import BatchName, ChannelError, Delivery, SendRecord, delivery_for
 from clearance.channels.base import send_id
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
@@ -82,7 +82,7 @@ class Executor:
             for seq, customer_id, template_id, _ in self.store.batch_sends(batch)
         ]
         try:
-            delivery.deliver(batch, records)
+            delivery.deliver(BatchName.scheduled(batch), [r.wire() for r in records])
         except ChannelError as exc:
             end = campaign.execute_at + timedelta(days=max(1, campaign.duration_days))
             self.store.mark_batch(batch, None, str(exc))

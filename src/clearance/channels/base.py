@@ -16,6 +16,31 @@ class ChannelError(Exception):
 
 
 @dataclass(frozen=True)
+class BatchName:
+    """Names a batch the same way on every delivery attempt."""
+
+    folder: str  # "campaign-12" (scheduled) or "triggered-abc" (triggered)
+    campaign: str
+    channel_id: int
+    first: str
+    last: str
+
+    @property
+    def message_id(self) -> str:
+        return f"batch_{self.campaign}_{self.channel_id}_{self.first.lstrip('0') or '0'}"
+
+    @classmethod
+    def scheduled(cls, batch: Batch) -> BatchName:
+        return cls(
+            f"campaign-{batch.campaign_id}",
+            str(batch.campaign_id),
+            batch.channel_id,
+            f"{batch.first_seq:012d}",
+            f"{batch.last_seq:012d}",
+        )
+
+
+@dataclass(frozen=True)
 class SendRecord:
     send_id: str
     campaign_id: int
@@ -42,7 +67,7 @@ def send_id(campaign_id: int, channel_id: int, seq: int) -> str:
 
 
 class Delivery(Protocol):
-    def deliver(self, batch: Batch, sends: list[SendRecord]) -> None: ...
+    def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None: ...
 
 
 def delivery_for(config: ChannelConfig | None, settings: Settings, clock: Clock) -> Delivery:

@@ -5,32 +5,32 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from clearance.channels.base import ChannelError, SendRecord
-from clearance.store import Batch
+from clearance.channels.base import BatchName, ChannelError
 
 
 class FileDelivery:
     def __init__(self, directory: str) -> None:
         self.directory = Path(directory)
 
-    def path_for(self, batch: Batch) -> Path:
+    def path_for(self, name: BatchName) -> Path:
         return (
             self.directory
-            / f"campaign-{batch.campaign_id}"
-            / f"channel-{batch.channel_id}"
-            / f"sends-{batch.first_seq:012d}-{batch.last_seq:012d}.ndjson"
+            / name.folder
+            / f"channel-{name.channel_id}"
+            / f"sends-{name.first}-{name.last}.ndjson"
         )
 
-    def deliver(self, batch: Batch, sends: list[SendRecord]) -> None:
-        path = self.path_for(batch)
+    def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None:
+        path = self.path_for(name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as fh:
-                fh.write(b"".join(orjson.dumps(s.wire()) + b"\n" for s in sends))
+                fh.write(b"".join(orjson.dumps(s) + b"\n" for s in sends))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

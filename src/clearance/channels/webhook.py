@@ -1,16 +1,17 @@
 """Webhook channel: each batch is POSTed once to the channel's URL, signed; a failed POST leaves
-the batch undelivered for the executor to retry, with the same `webhook-id`."""
+the batch undelivered for the caller to retry, with the same `webhook-id`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import httpx
 import orjson
 
-from clearance.channels.base import ChannelError, SendRecord
+from clearance.channels.base import BatchName, ChannelError
 from clearance.clock import Clock
 from clearance.config import Settings
 from clearance.signing import webhook_headers
-from clearance.store import Batch
 
 
 class WebhookDelivery:
@@ -19,16 +20,13 @@ class WebhookDelivery:
         self.settings = settings
         self.clock = clock
 
-    def deliver(self, batch: Batch, sends: list[SendRecord]) -> None:
+    def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None:
         body = orjson.dumps(
-            {
-                "CampaignID": batch.campaign_id,
-                "ChannelID": batch.channel_id,
-                "Sends": [s.wire() for s in sends],
-            }
+            {"CampaignID": name.campaign, "ChannelID": name.channel_id, "Sends": sends}
         )
-        message_id = f"batch_{batch.campaign_id}_{batch.channel_id}_{batch.first_seq}"
-        headers = webhook_headers(self.settings.signing_secret, message_id, self.clock.now(), body)
+        headers = webhook_headers(
+            self.settings.signing_secret, name.message_id, self.clock.now(), body
+        )
         try:
             response = httpx.post(
                 self.url,

@@ -1,0 +1,179 @@
+"""The gateway call for conditional triggered campaigns: one budget, strict answers, fail closed.
+
+Only a well-formed answer that arrives within the budget (measured from the moment the decision
+starts, waiting for a connection included), for the same user, with `"allowed": true` allows a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from enum import StrEnum
+
+import aiohttp
+import orjson
+
+from clearance.circuit import CircuitBreaker
+from clearance.clock import Clock
+from clearance.metrics import Metrics
+from clearance.signing import webhook_headers
+from clearance.store import GatewayConfig
+from clearance.triggers import TriggeredCampaign
+
+MAX_ANSWER_BYTES = 64 * 1024
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS = 0, 2500, 2000
+
+
+class Outcome(StrEnum):
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    TIMEOUT = "timeout"
+    ERROR = "error"
+    INVALID = "invalid"
+    NO_GATEWAY = "no_gateway"
+    CIRCUIT_OPEN = "circuit_open"
+    NOT_CONDITIONAL = "not_conditional"  # the campaign sends without asking
+
+
+FAILURES = frozenset({Outcome.TIMEOUT, Outcome.ERROR, Outcome.INVALID})
+
+
+@dataclass(frozen=True)
+class GateResult:
+    outcome: Outcome
+    reason: str | None
+    latency_ms: float
+
+
+class Gate:
+    def __init__(
+        self,
+        metrics: Metrics,
+        clock: Clock,
+        breaker: CircuitBreaker | None = None,
+        concurrency: int = 64,
+    ) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self.breaker = breaker or CircuitBreaker()
+        self.concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+        self._message_no = 0
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.concurrency, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # no client-wide timeout: each call runs under its own decision deadline
+                timeout=aiohttp.ClientTimeout(total=None),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def decide(
+        self,
+        gateway: GatewayConfig | None,
+        campaign: TriggeredCampaign,
+        user_id: str,
+        is_visitor: bool,
+        started: float,
+    ) -> GateResult:
+        """Ask the gateway; `started` is the loop time at which the decision began."""
+        loop = asyncio.get_running_loop()
+        if gateway is None:
+            return GateResult(Outcome.NO_GATEWAY, "no gateway is set", 0.0)
+        if gateway.timeout_ms <= 0:
+            return GateResult(
+                Outcome.TIMEOUT, "the budget is 0 ms; the gateway was not called", 0.0
+            )
+        if not self.breaker.allow():
+            return GateResult(
+                Outcome.CIRCUIT_OPEN,
+                "circuit open: the gateway is failing",
+                (loop.time() - started) * 1000,
+            )
+        deadline = started + gateway.timeout_ms / 1000
+        body = (
+            b'{"user":{"user_id":'
+            + orjson.dumps(user_id)
+            + b',"is_visitor":'
+            + (b"true" if is_visitor else b"false")
+            + b'},"campaign":'
+            + campaign.gateway_campaign
+            + b"}"
+        )
+        headers = dict(gateway.headers)
+        if gateway.secret:
+            self._message_no += 1
+            headers.update(
+                webhook_headers(
+                    gateway.secret, f"gate_{self._message_no}_{user_id}", self.clock.now(), body
+                )
+            )
+        else:
+            headers["content-type"] = "application/json"
+        status = 0
+        answer = b""
+        self.metrics.in_flight.inc()
+        try:
+            async with (
+                asyncio.timeout_at(deadline),
+                self._client().post(
+                    gateway.url, data=body, headers=headers, allow_redirects=False
+                ) as response,
+            ):
+                status = response.status
+                answer = await response.content.read(MAX_ANSWER_BYTES + 1)
+        except TimeoutError:
+            result = GateResult(
+                Outcome.TIMEOUT,
+                f"no answer within {gateway.timeout_ms} ms",
+                (loop.time() - started) * 1000,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            result = GateResult(
+                Outcome.ERROR, f"{type(exc).__name__}: {exc}"[:300], (loop.time() - started) * 1000
+            )
+        else:
+            result = judge(status, answer, user_id, (loop.time() - started) * 1000)
+        finally:
+            self.metrics.in_flight.dec()
+        self.breaker.record(result.outcome in FAILURES)
+        self.metrics.circuit_state.set(self.breaker.state)
+        self.metrics.gateway_latency.labels(result.outcome.value).observe(result.latency_ms / 1000)
+        return result
+
+
+def judge(status: int, answer: bytes, user_id: str, latency_ms: float) -> GateResult:
+    """Turn an in-time HTTP answer into an outcome. Anything but a JSON boolean `true` for the
+    same user is not an allow."""
+    if not 200 <= status < 300:
+        return GateResult(Outcome.ERROR, f"gateway answered HTTP {status}", latency_ms)
+    if len(answer) > MAX_ANSWER_BYTES:
+        return GateResult(
+            Outcome.INVALID, f"answer larger than {MAX_ANSWER_BYTES} bytes", latency_ms
+        )
+    try:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return GateResult(Outcome.INVALID, "answer is not JSON", latency_ms)
+    if not isinstance(parsed, dict):
+        return GateResult(Outcome.INVALID, "answer is not a JSON object", latency_ms)
+    answered_for = parsed.get("user_id")
+    if not isinstance(answered_for, str):
+        return GateResult(Outcome.INVALID, "answer has no user_id string", latency_ms)
+    if answered_for != user_id:
+        return GateResult(Outcome.INVALID, f"answer is for user {answered_for[:100]!r}", latency_ms)
+    allowed = parsed.get("allowed")
+    if allowed is True:
+        return GateResult(Outcome.ALLOWED, None, latency_ms)
+    if allowed is False:
+        return GateResult(Outcome.DENIED, "the gateway answered allowed: false", latency_ms)
+    return GateResult(Outcome.INVALID, "allowed is not a JSON boolean", latency_ms)
