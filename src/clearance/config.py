@@ -28,6 +28,14 @@ class Settings:
     outbound_timeout_seconds: float = 10.0
     notification_ttl_seconds: int = 3600
     max_body_bytes: int = 8 * 1024 * 1024
+    # triggered campaigns: the gate and its circuit breaker, the decision log
+    gate_concurrency: int = 64
+    breaker_min_calls: int = 50
+    breaker_failure_ratio: float = 0.9
+    breaker_window_seconds: int = 10
+    breaker_pause_seconds: float = 5.0
+    decision_batch: int = 5000
+    decision_flush_seconds: float = 0.05
     token_idle_seconds: int = 20 * 60
     bootstrap_api_key: str | None = None
     bootstrap_user: str | None = None

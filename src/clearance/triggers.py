@@ -12,7 +12,7 @@ import cel
 import orjson
 
 from clearance.errors import InvalidInput
-from clearance.store import Store
+from clearance.store import GatewayConfig, Store
 
 
 def compile_condition(text: str) -> cel.Program:
@@ -93,8 +93,13 @@ class TriggerIndex:
         self._by_event: dict[str, list[TriggeredCampaign]] = {}
         self._by_key: dict[str, TriggeredCampaign] = {}
         self._lock = threading.Lock()
+        self.gateway: GatewayConfig | None = None
+
+    def due(self) -> bool:
+        return time.monotonic() - self._checked >= self.refresh_seconds
 
     def refresh(self, force: bool = False) -> None:
+        """Reload campaigns and the gateway if their version moved (they share one)."""
         now = time.monotonic()
         if not force and now - self._checked < self.refresh_seconds:
             return
@@ -110,6 +115,7 @@ class TriggerIndex:
                 by_key[campaign.key] = campaign
                 if campaign.active:
                     by_event.setdefault(campaign.event, []).append(campaign)
+            self.gateway = self.store.get_gateway()
             self._by_event, self._by_key, self._version = by_event, by_key, version
 
     def get(self, key: str) -> TriggeredCampaign | None:

@@ -104,7 +104,7 @@ def wait_for_state(http: httpx.Client, campaign_id: int, state: str, seconds: fl
 def test_migrate_is_versioned_and_idempotent(database_url):
     first = run_cli("migrate", "--database-url", database_url)
     assert first.returncode == 0, first.stderr
-    assert "schema at version 1" in first.stdout
+    assert "schema at version 2" in first.stdout
     second = run_cli("migrate", "--database-url", database_url)
     assert "already current" in second.stdout
 

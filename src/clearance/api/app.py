@@ -17,9 +17,11 @@ from clearance import __version__
 from clearance.api import errors
 from clearance.api.auth import authenticate
 from clearance.api.native import native_router
+from clearance.api.triggered import triggered_router
 from clearance.api.wire import wire_router
 from clearance.engine import Engine
 from clearance.errors import ClearanceError, PayloadTooLarge
+from clearance.triggered import RealTime
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,6 +82,7 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         thread = None
+        await realtime.start()
         if worker is not None:
             thread = threading.Thread(
                 target=worker.run, args=(stop,), name="clearance-worker", daemon=True
@@ -88,6 +91,7 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await realtime.close()  # drains the decision log
             stop.set()
             if thread is not None:
                 thread.join(timeout=30)
@@ -100,12 +104,15 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = engine
+    realtime = RealTime(engine.store, engine.settings, engine.clock, engine.metrics)
+    app.state.realtime = realtime
     app.add_exception_handler(ClearanceError, errors.on_clearance_error)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
     app.add_exception_handler(Exception, errors.on_unexpected)
     app.include_router(wire_router())
     app.include_router(native_router())
+    app.include_router(triggered_router())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:

@@ -1,0 +1,243 @@
+"""Triggered campaigns, the gateway setting, events in, and the decision log (native API)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from clearance.api.auth import authenticate
+from clearance.api.native import Admin, EngineDep
+from clearance.api.responses import JSON
+from clearance.api.wire import check_listener_url, read_json
+from clearance.clock import from_ms
+from clearance.domain import parse_time
+from clearance.engine import Engine
+from clearance.errors import Conflict, InvalidInput, NotFound
+from clearance.gate import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
+from clearance.store import DecisionRow, GatewayConfig
+from clearance.triggered import RealTime, parse_events
+from clearance.triggers import compile_condition
+
+Name = Annotated[str, Field(max_length=200)]
+AnyId = Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TemplateT(Strict):
+    id: Annotated[int, Field(ge=0, le=2**53)]
+    name: Name = ""
+
+
+class ChannelT(Strict):
+    id: Annotated[int, Field(ge=0, le=2**53)]
+    name: Name = ""
+    brand_id: Name | None = None
+    templates: list[TemplateT] | None = None
+
+
+class ActionT(Strict):
+    id: Annotated[int, Field(ge=0, le=2**53)]
+    name: Name = ""
+    promo_codes: list[Name] | None = None
+    channels: list[ChannelT] = Field(min_length=1, max_length=20)
+
+
+class TriggerT(Strict):
+    event: Annotated[str, Field(min_length=1, max_length=200)]
+    condition: Annotated[str, Field(max_length=4000)] | None = None
+
+
+class TriggeredIn(Strict):
+    id: AnyId
+    series_id: AnyId | None = None
+    notes: Annotated[str, Field(max_length=2000)] = ""
+    tags: list[Name] = Field(default_factory=list, max_length=100)
+    action: ActionT
+    conditional: bool = True
+    active: bool = True
+    shadow: bool = Field(
+        False,
+        description="call the gateway and log its answer, but send "
+        "regardless; every decision of a shadow campaign is marked shadow",
+    )
+    trigger: TriggerT
+
+
+class GatewayIn(Strict):
+    url: Annotated[str, Field(max_length=2048)]
+    timeout_ms: int = DEFAULT_TIMEOUT_MS
+    secret: Annotated[str, Field(max_length=200)] | None = None
+    headers: dict[Name, Annotated[str, Field(max_length=2000)]] = Field(
+        default_factory=dict, max_length=20
+    )
+
+
+def _realtime(request: Request) -> RealTime:
+    realtime: RealTime = request.app.state.realtime
+    return realtime
+
+
+def _save(engine: Engine, body: TriggeredIn) -> tuple[dict[str, Any], bool]:
+    if body.trigger.condition:
+        compile_condition(body.trigger.condition)
+    data = body.model_dump()
+    created = engine.store.put_triggered(
+        str(body.id), data, body.trigger.event, body.active, engine.now_ms()
+    )
+    return data, created
+
+
+def _masked(config: GatewayConfig) -> dict[str, Any]:
+    secret = config.secret
+    return {
+        "url": config.url,
+        "timeout_ms": config.timeout_ms,
+        "secret": None if not secret else secret[:6] + "…" + "•" * 8,
+        "headers": {k: "•" * 8 for k in config.headers},
+    }
+
+
+def triggered_router() -> APIRouter:
+    r = APIRouter()
+
+    @r.post("/api/v1/triggered-campaigns", status_code=201)
+    def create(body: TriggeredIn, engine: EngineDep, who: Admin) -> dict[str, Any]:
+        try:
+            engine.store.get_triggered(str(body.id))
+        except NotFound:
+            return _save(engine, body)[0]
+        raise Conflict(f"triggered campaign {body.id} already exists; PUT replaces it", field="id")
+
+    @r.get("/api/v1/triggered-campaigns")
+    def list_all(engine: EngineDep, who: Admin) -> list[dict[str, Any]]:
+        return engine.store.list_triggered()
+
+    @r.get("/api/v1/triggered-campaigns/{campaign_id}")
+    def get_one(campaign_id: str, engine: EngineDep, who: Admin) -> dict[str, Any]:
+        return engine.store.get_triggered(campaign_id)
+
+    @r.put("/api/v1/triggered-campaigns/{campaign_id}")
+    def replace(
+        campaign_id: str, body: TriggeredIn, engine: EngineDep, who: Admin, response: Response
+    ) -> dict[str, Any]:
+        if str(body.id) != campaign_id:
+            raise InvalidInput(f"id {body.id} does not match the URL ({campaign_id})", field="id")
+        data, created = _save(engine, body)
+        response.status_code = 201 if created else 200
+        return data
+
+    @r.delete("/api/v1/triggered-campaigns/{campaign_id}")
+    def delete(campaign_id: str, engine: EngineDep, who: Admin) -> dict[str, Any]:
+        engine.store.delete_triggered(campaign_id)
+        return {"deleted": campaign_id}
+
+    @r.put("/triggered_conditional_execution_gateway")
+    def put_gateway(body: GatewayIn, engine: EngineDep, who: Admin) -> dict[str, Any]:
+        if not MIN_TIMEOUT_MS <= body.timeout_ms <= MAX_TIMEOUT_MS:
+            raise InvalidInput(
+                f"timeout_ms must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS}",
+                field="timeout_ms",
+            )
+        config = GatewayConfig(
+            check_listener_url(body.url), body.timeout_ms, body.secret, body.headers
+        )
+        engine.store.put_gateway(config, engine.now_ms())
+        return _masked(config)
+
+    @r.get("/triggered_conditional_execution_gateway")
+    def get_gateway(engine: EngineDep, who: Admin) -> dict[str, Any]:
+        config = engine.store.get_gateway()
+        if config is None:
+            raise NotFound("no gateway is set")
+        return _masked(config)
+
+    @r.delete("/triggered_conditional_execution_gateway")
+    def delete_gateway(engine: EngineDep, who: Admin) -> dict[str, Any]:
+        if not engine.store.delete_gateway():
+            raise NotFound("no gateway is set")
+        return {"deleted": True}
+
+    @r.post("/api/v1/events")
+    async def events(request: Request) -> Response:
+        """One event (object) or a batch (array). Each matching active campaign is decided; the
+        reply says, per campaign, the outcome and whether a send was made."""
+        engine: Engine = request.app.state.engine
+        await authenticate(request, engine)
+        parsed, single = parse_events(await read_json(request, engine))
+        results = await _realtime(request).handle(parsed)
+        return JSON(results[0] if single else {"results": results})
+
+    @r.get("/api/v1/decisions", response_model=None)
+    def decisions(
+        engine: EngineDep,
+        who: Admin,
+        campaign_id: str | None = None,
+        user_id: str | None = None,
+        outcome: str | None = None,
+        from_: Annotated[str | None, Query(alias="from")] = None,
+        to: str | None = None,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        format: Literal["json", "csv"] = "json",
+    ) -> Any:
+        tz = engine.settings.tz
+        rows = engine.store.query_decisions(
+            campaign_key=campaign_id,
+            user_id=user_id,
+            outcome=outcome,
+            from_ms=int(parse_time(from_, tz, "from").timestamp() * 1000) if from_ else None,
+            to_ms=int(parse_time(to, tz, "to").timestamp() * 1000) if to else None,
+            after=after,
+            limit=limit,
+        )
+        items = [_decision_out(row) for row in rows]
+        if format == "csv":
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=list(_decision_out(None)))
+            writer.writeheader()
+            writer.writerows(items)
+            return Response(buf.getvalue(), media_type="text/csv")
+        return {
+            "decisions": items,
+            "next_after": rows[-1].decision_id if len(rows) == limit else None,
+        }
+
+    return r
+
+
+def _decision_out(row: DecisionRow | None) -> dict[str, Any]:
+    if row is None:
+        return dict.fromkeys(
+            (
+                "decision_id",
+                "at",
+                "campaign_id",
+                "user_id",
+                "is_visitor",
+                "outcome",
+                "reason",
+                "latency_ms",
+                "sent",
+                "shadow",
+            )
+        )
+    return {
+        "decision_id": row.decision_id,
+        "at": from_ms(row.at).isoformat(),
+        "campaign_id": row.campaign_key,
+        "user_id": row.user_id,
+        "is_visitor": row.is_visitor,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "latency_ms": row.latency_ms,
+        "sent": row.sent,
+        "shadow": row.shadow,
+    }
+

@@ -1,0 +1,267 @@
+"""Triggered campaigns in real time: events in, matching campaigns, gate decisions, sends out.
+
+Every decision is logged (outcome, reason, latency, whether a send was made); a send is handed to
+its channels only after its decision is in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from clearance.channels import BatchName, ChannelError, delivery_for
+from clearance.circuit import BreakerSettings, CircuitBreaker
+from clearance.clock import Clock, to_ms
+from clearance.config import Settings
+from clearance.decisions import DecisionIds, DecisionLog, PendingSend
+from clearance.domain import MAX_ID_LENGTH, format_wire_time
+from clearance.errors import InvalidInput, NotFound
+from clearance.gate import Gate, GateResult, Outcome
+from clearance.metrics import Metrics
+from clearance.store import DecisionRow, Store
+from clearance.triggers import Match, TriggerIndex
+
+log = logging.getLogger("clearance.triggered")
+
+MAX_EVENTS_PER_REQUEST = 1000
+DELIVERY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    is_visitor: bool
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    campaign_key: str | None = None
+
+
+def _text(value: Any, name: str, limit: int = MAX_ID_LENGTH) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInput(f"{name} must be a string", field=name)
+    text = str(value)
+    if not text or len(text) > limit or any(ord(c) < 32 for c in text):
+        raise InvalidInput(f"{name} must be 1..{limit} printable characters", field=name)
+    return text
+
+
+def parse_events(body: Any) -> tuple[list[Event], bool]:
+    """One event object, or a JSON array of them. Everything is checked before anything runs."""
+    single = isinstance(body, dict)
+    items = [body] if single else body
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("body must be an event object or a non-empty array of events")
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise InvalidInput(f"at most {MAX_EVENTS_PER_REQUEST} events per request")
+    events = []
+    for i, item in enumerate(items):
+        at = "" if single else f"[{i}]."
+        if not isinstance(item, dict):
+            raise InvalidInput(f"{at or 'event '}must be an object", field=at.rstrip(".") or None)
+        customer, visitor = item.get("customer_id"), item.get("visitor_id")
+        if (customer is None) == (visitor is None):
+            raise InvalidInput(
+                "give exactly one of customer_id or visitor_id", field=f"{at}customer_id"
+            )
+        user = _text(
+            customer if customer is not None else visitor,
+            f"{at}{'customer_id' if customer is not None else 'visitor_id'}",
+        )
+        params = item.get("params", {})
+        attributes = item.get("attributes", {})
+        if not isinstance(params, dict):
+            raise InvalidInput("params must be an object", field=f"{at}params")
+        if not isinstance(attributes, dict):
+            raise InvalidInput("attributes must be an object", field=f"{at}attributes")
+        campaign = item.get("campaign_id")
+        events.append(
+            Event(
+                user_id=user,
+                is_visitor=customer is None,
+                name=_text(item.get("event"), f"{at}event"),
+                params=params,
+                attributes=attributes,
+                campaign_key=None if campaign is None else _text(campaign, f"{at}campaign_id"),
+            )
+        )
+    return events, single
+
+
+class RealTime:
+    def __init__(self, store: Store, settings: Settings, clock: Clock, metrics: Metrics) -> None:
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self.metrics = metrics
+        self.index = TriggerIndex(store)
+        self.gate = Gate(
+            metrics,
+            clock,
+            CircuitBreaker(
+                BreakerSettings(
+                    settings.breaker_min_calls,
+                    settings.breaker_failure_ratio,
+                    settings.breaker_window_seconds,
+                    settings.breaker_pause_seconds,
+                )
+            ),
+            settings.gate_concurrency,
+        )
+        self.log = DecisionLog(
+            store, metrics, self._deliver, settings.decision_batch, settings.decision_flush_seconds
+        )
+        self.ids = DecisionIds()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.index.refresh, True)
+        self.log.start()
+
+    async def close(self) -> None:
+        await self.log.close()
+        await self.gate.close()
+
+    async def handle(self, events: list[Event]) -> list[dict[str, Any]]:
+        if self.index.due():
+            await asyncio.to_thread(self.index.refresh)
+        for event in events:
+            if event.campaign_key is not None and self.index.get(event.campaign_key) is None:
+                raise NotFound(
+                    f"triggered campaign {event.campaign_key} does not exist", field="campaign_id"
+                )
+        gateway = self.index.gateway
+        loop = asyncio.get_running_loop()
+        jobs = []
+        per_event: list[tuple[Event, list[Match]]] = []
+        for event in events:
+            matches = self.index.match(
+                event.name, event.params, event.attributes, event.campaign_key
+            )
+            per_event.append((event, matches))
+            for m in matches:
+                if m.error is None:
+                    jobs.append(self._decide(gateway, m, event, loop.time()))
+        decided = iter(await asyncio.gather(*jobs)) if jobs else iter(())
+        out = []
+        for event, matches in per_event:
+            matched, skipped = [], []
+            for m in matches:
+                if m.error is None:
+                    matched.append(next(decided))
+                else:
+                    skipped.append({"campaign_id": m.campaign.body["id"], "reason": m.error})
+            result: dict[str, Any] = {
+                "event": event.name,
+                "user_id": event.user_id,
+                "is_visitor": event.is_visitor,
+                "matched": matched,
+            }
+            if skipped:
+                result["skipped"] = skipped
+            out.append(result)
+        return out
+
+    async def _decide(
+        self, gateway: Any, match: Match, event: Event, started: float
+    ) -> dict[str, Any]:
+        campaign = match.campaign
+        if campaign.conditional:
+            result = await self.gate.decide(
+                gateway, campaign, event.user_id, event.is_visitor, started
+            )
+        else:
+            result = GateResult(Outcome.NOT_CONDITIONAL, None, 0.0)
+        allowed = result.outcome in (Outcome.ALLOWED, Outcome.NOT_CONDITIONAL)
+        sent = allowed or campaign.shadow
+        reason = result.reason
+        if campaign.shadow and not allowed:
+            reason = f"shadow mode: sent regardless ({reason})"
+        now = self.clock.now()
+        at_ms = to_ms(now)
+        decision_id = self.ids.next(at_ms)
+        sends = None
+        if sent:
+            action = campaign.body["action"]
+            promo = (action.get("promo_codes") or [None])[0]
+            stamp = format_wire_time(now, self.settings.tz)
+            sends = [
+                PendingSend(
+                    decision_id,
+                    campaign.key,
+                    campaign.body["id"],
+                    int(ch["id"]),
+                    (ch.get("templates") or [{}])[0].get("id"),
+                    promo,
+                    event.user_id,
+                    event.is_visitor,
+                    stamp,
+                )
+                for ch in action["channels"]
+            ]
+        self.log.append(
+            DecisionRow(
+                decision_id,
+                at_ms,
+                campaign.key,
+                event.user_id,
+                event.is_visitor,
+                result.outcome.value,
+                reason,
+                round(result.latency_ms, 3),
+                sent,
+                campaign.shadow,
+            ),
+            sends,
+        )
+        self.metrics.decisions.labels(result.outcome.value, campaign.key).inc()
+        return {
+            "campaign_id": campaign.body["id"],
+            "decision_id": decision_id,
+            "outcome": result.outcome.value,
+            "reason": reason,
+            "sent": sent,
+            "shadow": campaign.shadow,
+            "latency_ms": round(result.latency_ms, 3),
+        }
+
+    def _deliver(self, sends: list[PendingSend]) -> None:
+        """Hand logged sends to their channels, a batch per campaign and channel (in a thread)."""
+        groups: dict[tuple[str, int], list[PendingSend]] = defaultdict(list)
+        for s in sends:
+            groups[(s.campaign_key, s.channel_id)].append(s)
+        configs = self.store.get_channels(sorted({ch for _, ch in groups}))
+        for (key, channel_id), items in groups.items():
+            name = BatchName(
+                f"triggered-{key}", key, channel_id, items[0].decision_id, items[-1].decision_id
+            )
+            records = [
+                {
+                    "SendID": f"{s.decision_id}-{s.channel_id}",
+                    "DecisionID": s.decision_id,
+                    "CampaignID": s.campaign_id,
+                    "ChannelID": s.channel_id,
+                    "VisitorID" if s.is_visitor else "CustomerID": s.user_id,
+                    "TemplateID": s.template_id,
+                    "PromoCode": s.promo_code,
+                    "ScheduledTime": s.at,
+                }
+                for s in items
+            ]
+            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
+                try:
+                    delivery_for(configs.get(channel_id), self.settings, self.clock).deliver(
+                        name, records
+                    )
+                    self.metrics.sends.labels(str(channel_id), "triggered").inc(len(records))
+                    break
+                except ChannelError as exc:
+                    log.error(
+                        "triggered sends %s on channel %s, attempt %s failed: %s",
+                        name.message_id,
+                        channel_id,
+                        attempt,
+                        exc,
+                    )
