@@ -124,8 +124,9 @@ class ApiServer:
     def __init__(self, engine: Engine) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(engine)
         config = uvicorn.Config(
-            create_app(engine), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -155,6 +156,7 @@ def integrations_key(store: Store) -> str:
 def api(engine: Engine, admin_key: str) -> Iterator[httpx.Client]:
     server = ApiServer(engine)
     with httpx.Client(base_url=server.url, headers={"X-API-KEY": admin_key}, timeout=10) as c:
+        c.app_state = server.app.state  # type: ignore[attr-defined]
         yield c
     server.stop()
 
@@ -164,6 +166,11 @@ def anon(api: httpx.Client) -> Iterator[httpx.Client]:
     """A client for the same server that sends no credentials."""
     with httpx.Client(base_url=str(api.base_url), timeout=10) as c:
         yield c
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # the default 5 drops SYNs under a burst of connections
 
 
 @dataclass
@@ -197,7 +204,7 @@ class Listener:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -219,3 +226,87 @@ def listener() -> Iterator[Listener]:
     lst = Listener().start()
     yield lst
     lst.stop()
+
+
+class FakeGateway:
+    """A real HTTP gateway on loopback whose behaviour depends on the asked user's id prefix:
+    ok- allow · no- deny · hang- never answers · slow- answers after 300 ms · close- drops the
+    connection · e500- HTTP 500 · html- an HTML page · str- "allowed": "true" · other- answers for
+    another user · huge- streams gigabytes · anything else allows."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.stop_event = threading.Event()
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = orjson.loads(raw)
+                gateway.calls.append(
+                    {
+                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                        "raw": raw,
+                        "body": body,
+                    }
+                )
+                user = body["user"]["user_id"]
+                kind = user.split("-", 1)[0]
+                if kind == "hang":
+                    gateway.stop_event.wait(30)
+                    return
+                if kind == "slow":
+                    time.sleep(0.3)
+                if kind == "close":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if kind == "huge":
+                    self.send_response(200)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(4 * 1024**3))
+                    self.end_headers()
+                    chunk = b'{"user_id": "' + b"x" * 65536
+                    try:
+                        for _ in range(65536):  # up to 4 GiB unless the client hangs up
+                            if gateway.stop_event.is_set():
+                                break
+                            self.wfile.write(chunk)
+                    except OSError:
+                        pass
+                    return
+                status, out = 200, orjson.dumps({"user_id": user, "allowed": kind != "no"})
+                if kind == "e500":
+                    status, out = 500, b'{"error": "boom"}'
+                elif kind == "html":
+                    out = b"<html><body>Service Unavailable</body></html>"
+                elif kind == "str":
+                    out = orjson.dumps({"user_id": user, "allowed": "true"})
+                elif kind == "other":
+                    out = orjson.dumps({"user_id": "someone-else", "allowed": True})
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/gate"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def gateway() -> Iterator[FakeGateway]:
+    g = FakeGateway()
+    yield g
+    g.stop()

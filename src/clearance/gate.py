@@ -130,7 +130,7 @@ class Gate:
                 ) as response,
             ):
                 status = response.status
-                answer = await response.content.read(MAX_ANSWER_BYTES + 1)
+                answer = await read_capped(response.content, MAX_ANSWER_BYTES + 1)
         except TimeoutError:
             result = GateResult(
                 Outcome.TIMEOUT,
@@ -149,6 +149,19 @@ class Gate:
         self.metrics.circuit_state.set(self.breaker.state)
         self.metrics.gateway_latency.labels(result.outcome.value).observe(result.latency_ms / 1000)
         return result
+
+
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """Read until EOF or `limit` bytes, whichever comes first (a gateway may send gigabytes)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await stream.read(limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def judge(status: int, answer: bytes, user_id: str, latency_ms: float) -> GateResult:

@@ -95,18 +95,22 @@ class TriggerIndex:
         self._lock = threading.Lock()
         self.gateway: GatewayConfig | None = None
 
+    def invalidate(self) -> None:
+        """Re-read on the next event (this process changed something)."""
+        self._checked = 0.0
+
     def due(self) -> bool:
         return time.monotonic() - self._checked >= self.refresh_seconds
 
     def refresh(self, force: bool = False) -> None:
-        """Reload campaigns and the gateway if their version moved (they share one)."""
-        now = time.monotonic()
-        if not force and now - self._checked < self.refresh_seconds:
-            return
+        """Reload campaigns and the gateway if their version moved (they share one). Callers
+        that arrive while a reload runs wait for it rather than match against stale campaigns."""
         with self._lock:
-            self._checked = now
+            if not force and not self.due():
+                return
             version = self.store.triggered_version()
             if version == self._version and not force:
+                self._checked = time.monotonic()
                 return
             by_event: dict[str, list[TriggeredCampaign]] = {}
             by_key: dict[str, TriggeredCampaign] = {}
@@ -117,6 +121,7 @@ class TriggerIndex:
                     by_event.setdefault(campaign.event, []).append(campaign)
             self.gateway = self.store.get_gateway()
             self._by_event, self._by_key, self._version = by_event, by_key, version
+            self._checked = time.monotonic()
 
     def get(self, key: str) -> TriggeredCampaign | None:
         return self._by_key.get(key)

@@ -6,7 +6,7 @@ import csv
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from clearance.api.auth import authenticate
@@ -84,6 +84,9 @@ def _realtime(request: Request) -> RealTime:
     return realtime
 
 
+RealTimeDep = Annotated[RealTime, Depends(_realtime)]
+
+
 def _save(engine: Engine, body: TriggeredIn) -> tuple[dict[str, Any], bool]:
     if body.trigger.condition:
         compile_condition(body.trigger.condition)
@@ -108,11 +111,15 @@ def triggered_router() -> APIRouter:
     r = APIRouter()
 
     @r.post("/api/v1/triggered-campaigns", status_code=201)
-    def create(body: TriggeredIn, engine: EngineDep, who: Admin) -> dict[str, Any]:
+    def create(
+        body: TriggeredIn, engine: EngineDep, who: Admin, realtime: RealTimeDep
+    ) -> dict[str, Any]:
         try:
             engine.store.get_triggered(str(body.id))
         except NotFound:
-            return _save(engine, body)[0]
+            data = _save(engine, body)[0]
+            realtime.index.invalidate()
+            return data
         raise Conflict(f"triggered campaign {body.id} already exists; PUT replaces it", field="id")
 
     @r.get("/api/v1/triggered-campaigns")
@@ -125,21 +132,32 @@ def triggered_router() -> APIRouter:
 
     @r.put("/api/v1/triggered-campaigns/{campaign_id}")
     def replace(
-        campaign_id: str, body: TriggeredIn, engine: EngineDep, who: Admin, response: Response
+        campaign_id: str,
+        body: TriggeredIn,
+        engine: EngineDep,
+        who: Admin,
+        response: Response,
+        realtime: RealTimeDep,
     ) -> dict[str, Any]:
         if str(body.id) != campaign_id:
             raise InvalidInput(f"id {body.id} does not match the URL ({campaign_id})", field="id")
         data, created = _save(engine, body)
+        realtime.index.invalidate()
         response.status_code = 201 if created else 200
         return data
 
     @r.delete("/api/v1/triggered-campaigns/{campaign_id}")
-    def delete(campaign_id: str, engine: EngineDep, who: Admin) -> dict[str, Any]:
+    def delete(
+        campaign_id: str, engine: EngineDep, who: Admin, realtime: RealTimeDep
+    ) -> dict[str, Any]:
         engine.store.delete_triggered(campaign_id)
+        realtime.index.invalidate()
         return {"deleted": campaign_id}
 
     @r.put("/triggered_conditional_execution_gateway")
-    def put_gateway(body: GatewayIn, engine: EngineDep, who: Admin) -> dict[str, Any]:
+    def put_gateway(
+        body: GatewayIn, engine: EngineDep, who: Admin, realtime: RealTimeDep
+    ) -> dict[str, Any]:
         if not MIN_TIMEOUT_MS <= body.timeout_ms <= MAX_TIMEOUT_MS:
             raise InvalidInput(
                 f"timeout_ms must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS}",
@@ -149,6 +167,7 @@ def triggered_router() -> APIRouter:
             check_listener_url(body.url), body.timeout_ms, body.secret, body.headers
         )
         engine.store.put_gateway(config, engine.now_ms())
+        realtime.index.invalidate()
         return _masked(config)
 
     @r.get("/triggered_conditional_execution_gateway")
@@ -159,9 +178,10 @@ def triggered_router() -> APIRouter:
         return _masked(config)
 
     @r.delete("/triggered_conditional_execution_gateway")
-    def delete_gateway(engine: EngineDep, who: Admin) -> dict[str, Any]:
+    def delete_gateway(engine: EngineDep, who: Admin, realtime: RealTimeDep) -> dict[str, Any]:
         if not engine.store.delete_gateway():
             raise NotFound("no gateway is set")
+        realtime.index.invalidate()
         return {"deleted": True}
 
     @r.post("/api/v1/events")
@@ -240,4 +260,3 @@ def _decision_out(row: DecisionRow | None) -> dict[str, Any]:
         "sent": row.sent,
         "shadow": row.shadow,
     }
-
