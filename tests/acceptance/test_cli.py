@@ -146,7 +146,7 @@ def test_scheduled_conditional_campaign_end_to_end(served, tmp_path):
             ).status_code
             == 200
         )
-        execute_at = datetime.now(UTC) + timedelta(seconds=5)
+        execute_at = datetime.now(UTC) + timedelta(seconds=8)
         r = served.http.post(
             "/api/v1/campaigns",
             json={
@@ -154,14 +154,14 @@ def test_scheduled_conditional_campaign_end_to_end(served, tmp_path):
                 "name": "acceptance",
                 "execute_at": wire_time(execute_at),
                 "conditional": True,
-                "clearance_lead_seconds": 3,
+                "clearance_lead_seconds": 5,
                 "action": {"id": 1, "name": "bonus", "promo_codes": ["B1"]},
                 "channels": [{"id": 504, "name": "Email", "templates": [{"id": 3}]}],
                 "target_group": [{"customer_id": f"cust-{i}"} for i in range(8)],
             },
         )
         assert r.status_code == 201, r.text
-        done = wait_for_state(served.http, 42, "executed", 20)
+        done = wait_for_state(served.http, 42, "executed", 30)
         assert done["counts"] == {"target": 8, "approved": 3, "sent": 3, "excluded": 5}
         sends = served.http.get(
             "/current/customers/GetCustomerSendDetailsByCampaign", params={"CampaignID": 42}
@@ -234,9 +234,9 @@ def test_worker_killed_with_sigkill_mid_execution_resumes_exactly_once(database_
                 "campaign_id": 9,
                 "name": "big",
                 "draft": True,
-                "execute_at": wire_time(datetime.now(UTC) + timedelta(seconds=6)),
+                "execute_at": wire_time(datetime.now(UTC) + timedelta(seconds=14)),
                 "conditional": True,
-                "clearance_lead_seconds": 4,
+                "clearance_lead_seconds": 9,
                 "action": {"id": 1, "name": "b"},
                 "channels": [{"id": 504}, {"id": 505}],
             },
