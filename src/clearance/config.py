@@ -37,6 +37,8 @@ class Settings:
     decision_batch: int = 5000
     decision_flush_seconds: float = 0.05
     token_idle_seconds: int = 20 * 60
+    # how long a checked API key is trusted without a database read (revocation delay)
+    key_cache_seconds: float = 10.0
     bootstrap_api_key: str | None = None
     bootstrap_user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

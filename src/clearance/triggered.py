@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,7 +134,6 @@ class RealTime:
                     f"triggered campaign {event.campaign_key} does not exist", field="campaign_id"
                 )
         gateway = self.index.gateway
-        loop = asyncio.get_running_loop()
         jobs = []
         per_event: list[tuple[Event, list[Match]]] = []
         for event in events:
@@ -143,7 +143,7 @@ class RealTime:
             per_event.append((event, matches))
             for m in matches:
                 if m.error is None:
-                    jobs.append(self._decide(gateway, m, event, loop.time()))
+                    jobs.append(self._decide(gateway, m, event, time.monotonic()))
         decided = iter(await asyncio.gather(*jobs)) if jobs else iter(())
         out = []
         for event, matches in per_event:

@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 
 from clearance import __version__
 from clearance.api import errors
-from clearance.api.auth import authenticate
+from clearance.api.auth import KeyCache, authenticate
 from clearance.api.native import native_router
-from clearance.api.triggered import triggered_router
+from clearance.api.triggered import events_router, triggered_router
 from clearance.api.wire import wire_router
 from clearance.engine import Engine
 from clearance.errors import ClearanceError, PayloadTooLarge
@@ -104,12 +104,14 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.engine = engine
+    app.state.key_cache = KeyCache(engine.settings.key_cache_seconds)
     realtime = RealTime(engine.store, engine.settings, engine.clock, engine.metrics)
     app.state.realtime = realtime
     app.add_exception_handler(ClearanceError, errors.on_clearance_error)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
     app.add_exception_handler(Exception, errors.on_unexpected)
+    app.include_router(events_router())  # first: routes are matched in order
     app.include_router(wire_router())
     app.include_router(native_router())
     app.include_router(triggered_router())

@@ -184,16 +184,6 @@ def triggered_router() -> APIRouter:
         realtime.index.invalidate()
         return {"deleted": True}
 
-    @r.post("/api/v1/events")
-    async def events(request: Request) -> Response:
-        """One event (object) or a batch (array). Each matching active campaign is decided; the
-        reply says, per campaign, the outcome and whether a send was made."""
-        engine: Engine = request.app.state.engine
-        await authenticate(request, engine)
-        parsed, single = parse_events(await read_json(request, engine))
-        results = await _realtime(request).handle(parsed)
-        return JSON(results[0] if single else {"results": results})
-
     @r.get("/api/v1/decisions", response_model=None)
     def decisions(
         engine: EngineDep,
@@ -228,6 +218,23 @@ def triggered_router() -> APIRouter:
             "decisions": items,
             "next_after": rows[-1].decision_id if len(rows) == limit else None,
         }
+
+    return r
+
+
+def events_router() -> APIRouter:
+    """The hot path, on its own router so the app can match it before anything else."""
+    r = APIRouter()
+
+    @r.post("/api/v1/events")
+    async def events(request: Request) -> Response:
+        """One event (object) or a batch (array). Each matching active campaign is decided; the
+        reply says, per campaign, the outcome and whether a send was made."""
+        engine: Engine = request.app.state.engine
+        await authenticate(request, engine)
+        parsed, single = parse_events(await read_json(request, engine))
+        results = await _realtime(request).handle(parsed)
+        return JSON(results[0] if single else {"results": results})
 
     return r
 

@@ -1,0 +1,425 @@
+"""Triggered decisions through the engine, beside a raw baseline, in one run (loopback only).
+
+    .venv/bin/python bench/gate.py [--decisions 20000] [--memory-decisions 1000000]
+
+1. A minimal gateway (bench/gateway_server.py) runs in its own process.
+2. Raw baseline: the same number of POSTs with the same payload shape, straight to the gateway with
+   aiohttp (the fastest client measured here), at the same concurrency towards the gateway.
+3. The engine (`clearance serve --no-worker`, SQLite) with CLEARANCE_GATE_CONCURRENCY = 16 or 64:
+   events in batches of 100, and single events. Ratio = engine decisions/s ÷ raw calls/s.
+4. Overhead: one at a time, single events: engine p50 event-to-reply minus raw p50 round trip.
+5. Timeout precision: the gateway never answers; probes measure how long after the budget the
+   engine gives up (its own decision latency, measured from decision start), while the engine also
+   serves 500 other decisions/s.
+6. Memory: RSS of the engine process after warm-up and after 1,000,000 decisions.
+Figures go to stdout and bench/out/gate.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "clr_bench_" + secrets.token_hex(8)
+PAYLOAD_CAMPAIGN = {
+    "id": "bench",
+    "series_id": 1,
+    "notes": "",
+    "tags": [],
+    "action": {
+        "id": 1,
+        "name": "b",
+        "promo_codes": None,
+        "channels": [{"id": 506, "name": "Push", "brand_id": None, "templates": None}],
+    },
+}
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def wait_http(url: str, seconds: float = 20) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 (loopback)
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Engine:
+    def __init__(self, workdir: Path, concurrency: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "CLEARANCE_BOOTSTRAP_API_KEY": KEY,
+            "CLEARANCE_GATE_CONCURRENCY": str(concurrency),
+            "CLEARANCE_FILE_CHANNEL_DIR": str(workdir / "sends"),
+            "CLEARANCE_DATABASE_URL": f"sqlite:///{workdir / f'gate-{concurrency}.db'}",
+        }
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "clearance.cli",
+                "serve",
+                "--no-worker",
+                "--port",
+                str(self.port),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_http(self.url + "/healthz")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+async def setup(
+    session: aiohttp.ClientSession, engine: Engine, gateway_url: str, timeout_ms: int = 2000
+) -> None:
+    h = {"X-API-KEY": KEY}
+    await session.put(
+        f"{engine.url}/triggered_conditional_execution_gateway",
+        json={"url": gateway_url, "timeout_ms": timeout_ms},
+        headers=h,
+    )
+    for body in [
+        {**PAYLOAD_CAMPAIGN, "conditional": True, "trigger": {"event": "deposit"}},
+        {**PAYLOAD_CAMPAIGN, "id": "plain", "conditional": False, "trigger": {"event": "login"}},
+    ]:
+        r = await session.put(
+            f"{engine.url}/api/v1/triggered-campaigns/{body['id']}", json=body, headers=h
+        )
+        assert r.status in (200, 201), await r.text()
+
+
+async def raw(gateway_url: str, concurrency: int, n: int) -> dict[str, Any]:
+    """What the engine's gateway calls cost with nothing else: same body, same concurrency."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    latencies: list[float] = []
+    counter = iter(range(n))
+    campaign = orjson.dumps(PAYLOAD_CAMPAIGN)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for i in counter:
+                body = (
+                    b'{"user":{"user_id":"u' + str(i).encode() + b'","is_visitor":false},'
+                    b'"campaign":' + campaign + b"}"
+                )
+                t = time.perf_counter()
+                async with session.post(
+                    gateway_url, data=body, headers={"content-type": "application/json"}
+                ) as r:
+                    answer = orjson.loads(await r.read())
+                    assert answer["allowed"] is True
+                latencies.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - t0
+    return {
+        "calls": n,
+        "seconds": seconds,
+        "per_s": n / seconds,
+        "p50_ms": pct(latencies, 50) * 1000,
+        "p99_ms": pct(latencies, 99) * 1000,
+    }
+
+
+async def engine_load(
+    engine: Engine, n: int, batch: int, in_flight: int, event: str = "deposit"
+) -> dict[str, Any]:
+    """n decisions through POST /api/v1/events, `batch` events a request, `in_flight` requests."""
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    requests = iter(range(n // batch))
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    async with aiohttp.ClientSession(connector=connector, headers={"X-API-KEY": KEY}) as session:
+
+        async def worker() -> None:
+            for r in requests:
+                events = [{"customer_id": f"u{r}-{j}", "event": event} for j in range(batch)]
+                body = orjson.dumps(events[0] if batch == 1 else events)
+                t = time.perf_counter()
+                async with session.post(
+                    f"{engine.url}/api/v1/events",
+                    data=body,
+                    headers={"content-type": "application/json"},
+                ) as resp:
+                    reply = orjson.loads(await resp.read())
+                latencies.append(time.perf_counter() - t)
+                for result in [reply] if batch == 1 else reply["results"]:
+                    for m in result["matched"]:
+                        outcomes[m["outcome"]] = outcomes.get(m["outcome"], 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        seconds = time.perf_counter() - t0
+    decided = sum(outcomes.values())
+    return {
+        "decisions": decided,
+        "seconds": seconds,
+        "per_s": decided / seconds,
+        "outcomes": outcomes,
+        "request_p50_ms": pct(latencies, 50) * 1000,
+        "request_p99_ms": pct(latencies, 99) * 1000,
+    }
+
+
+async def timeout_precision(
+    engine: Engine, budget_ms: int, probes: int, background_per_s: int
+) -> dict[str, Any]:
+    """Probes against a gateway that never answers, while other decisions flow at a steady rate."""
+    late: list[float] = []
+    background_done = 0
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(
+        headers={"X-API-KEY": KEY}, connector=aiohttp.TCPConnector(limit=0)
+    ) as session:
+
+        async def one(event: str, user: str) -> dict[str, Any]:
+            async with session.post(
+                f"{engine.url}/api/v1/events", json={"customer_id": user, "event": event}
+            ) as r:
+                return orjson.loads(await r.read())
+
+        async def background() -> None:
+            nonlocal background_done
+            interval = 1 / background_per_s
+            next_at = time.perf_counter()
+            tasks = set()
+            i = 0
+            while not stop.is_set():
+                next_at += interval
+                i += 1
+                t = asyncio.create_task(one("login", f"bg{i}"))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                background_done += 1
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await asyncio.gather(*tasks)
+
+        async def probe(i: int) -> None:
+            reply = await one("deposit", f"hang{i}")
+            [m] = reply["matched"]
+            assert m["outcome"] == "timeout", m
+            late.append(m["latency_ms"] - budget_ms)
+
+        bg = asyncio.create_task(background())
+        await asyncio.sleep(1.0)
+        t0 = time.perf_counter()
+        probe_tasks = []
+        for i in range(probes):
+            probe_tasks.append(asyncio.create_task(probe(i)))
+            await asyncio.sleep(0.05)
+        await asyncio.gather(*probe_tasks)
+        seconds = time.perf_counter() - t0
+        stop.set()
+        await bg
+    return {
+        "budget_ms": budget_ms,
+        "probes": probes,
+        "background_per_s_target": background_per_s,
+        "background_per_s": background_done / (seconds + 1.0),
+        "late_ms_min": min(late),
+        "late_ms_p50": pct(late, 50),
+        "late_ms_p99": pct(late, 99),
+        "late_ms_max": max(late),
+        "early": sum(1 for x in late if x < 0),
+    }
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="clearance-gate-bench-"))
+    gport = free_port()
+    gw = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "gateway_server.py"), str(gport)],
+        stdout=subprocess.DEVNULL,
+    )
+    fast, hang = f"http://127.0.0.1:{gport}/gate", f"http://127.0.0.1:{gport + 1}/gate"
+    time.sleep(0.5)
+    out: dict[str, Any] = {"decisions_per_run": args.decisions, "throughput": {}}
+    try:
+        for c in (16, 64):
+            say(f"raw baseline at concurrency {c}")
+            await raw(fast, c, 2000)  # warm-up
+            base = await raw(fast, c, args.decisions)
+            say(f"  raw: {base['per_s']:,.0f} calls/s, p50 {base['p50_ms']:.2f} ms")
+            engine = Engine(workdir, c)
+            try:
+                async with aiohttp.ClientSession() as s:
+                    await setup(s, engine, fast)
+                await engine_load(engine, 2000, 100, max(2, c // 50))  # warm-up
+                batches = await engine_load(engine, args.decisions, 100, max(2, c // 50))
+                say(
+                    f"  engine, batches of 100: {batches['per_s']:,.0f} decisions/s "
+                    f"({batches['outcomes']})"
+                )
+                single = await engine_load(engine, args.decisions, 1, c)
+                say(f"  engine, single events x{c}: {single['per_s']:,.0f} decisions/s")
+            finally:
+                engine.stop()
+            out["throughput"][c] = {
+                "raw": base,
+                "batches_of_100": batches,
+                "single": single,
+                "ratio_batches": batches["per_s"] / base["per_s"],
+                "ratio_single": single["per_s"] / base["per_s"],
+            }
+
+        say("overhead at concurrency 1, single events")
+        base1 = await raw(fast, 1, 3000)
+        engine = Engine(workdir, 64)
+        try:
+            async with aiohttp.ClientSession() as s:
+                await setup(s, engine, fast)
+            await engine_load(engine, 500, 1, 1)
+            one = await engine_load(engine, 3000, 1, 1)
+            out["overhead"] = {
+                "raw_p50_ms": base1["p50_ms"],
+                "engine_p50_ms": one["request_p50_ms"],
+                "overhead_p50_ms": one["request_p50_ms"] - base1["p50_ms"],
+            }
+            say(f"  raw p50 {base1['p50_ms']:.3f} ms, engine p50 {one['request_p50_ms']:.3f} ms")
+
+            say("timeout precision: a gateway that never answers, 500 other decisions/s")
+            out["timeout"] = []
+            for budget in (200, 2000):
+                async with aiohttp.ClientSession() as s:
+                    await setup(s, engine, hang, budget)
+                t = await timeout_precision(engine, budget, args.probes, 500)
+                out["timeout"].append(t)
+                say(
+                    f"  budget {budget} ms: late p50 {t['late_ms_p50']:.2f} p99 "
+                    f"{t['late_ms_p99']:.2f} max {t['late_ms_max']:.2f} ms, early {t['early']}"
+                )
+        finally:
+            engine.stop()
+
+        if args.memory_decisions:
+            say(f"memory: {args.memory_decisions:,} decisions")
+            engine = Engine(workdir, 64)
+            try:
+                async with aiohttp.ClientSession() as s:
+                    await setup(s, engine, fast)
+                await engine_load(engine, 50_000, 100, 2)
+                before = rss_kb(engine.proc.pid)
+                done = 0
+                t0 = time.perf_counter()
+                while done < args.memory_decisions:
+                    step = min(100_000, args.memory_decisions - done)
+                    await engine_load(engine, step, 100, 2)
+                    done += step
+                    say(f"  {done:,} decisions, RSS {rss_kb(engine.proc.pid) / 1024:.1f} MB")
+                after = rss_kb(engine.proc.pid)
+                out["memory"] = {
+                    "decisions": done,
+                    "rss_after_warmup_mb": before / 1024,
+                    "rss_after_mb": after / 1024,
+                    "growth_mb": (after - before) / 1024,
+                    "seconds": time.perf_counter() - t0,
+                }
+            finally:
+                engine.stop()
+    finally:
+        gw.terminate()
+        gw.wait()
+    return out
+
+
+def report(out: dict[str, Any]) -> None:
+    print("\nstep                                          figure        target")
+    for c, t in out["throughput"].items():
+        print(f"raw gateway calls, concurrency {c:<3}           {t['raw']['per_s']:>9,.0f}/s")
+        print(
+            f"engine, batches of 100, concurrency {c:<3}      {t['batches_of_100']['per_s']:>9,.0f}/s"
+            f"   ratio {t['ratio_batches']:.2f} (>= 0.5)"
+        )
+        print(
+            f"engine, single events, concurrency {c:<3}       {t['single']['per_s']:>9,.0f}/s"
+            f"   ratio {t['ratio_single']:.2f}"
+        )
+    if "overhead" in out:
+        o = out["overhead"]
+        print(
+            f"overhead at c1: engine p50 {o['engine_p50_ms']:.3f} ms - raw p50 "
+            f"{o['raw_p50_ms']:.3f} ms = {o['overhead_p50_ms']:.3f} ms (<= 1 ms)"
+        )
+    for t in out.get("timeout", []):
+        print(
+            f"timeout, budget {t['budget_ms']} ms: gives up +{t['late_ms_p50']:.2f} ms p50, "
+            f"+{t['late_ms_p99']:.2f} ms p99, +{t['late_ms_max']:.2f} max, {t['early']} early "
+            f"(<= +5 ms p99, none early), background {t['background_per_s']:.0f}/s"
+        )
+    if "memory" in out:
+        m = out["memory"]
+        print(
+            f"memory: {m['decisions']:,} decisions, RSS {m['rss_after_warmup_mb']:.1f} -> "
+            f"{m['rss_after_mb']:.1f} MB ({m['growth_mb']:+.1f} MB, <= 50 MB)"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--decisions", type=int, default=20_000)
+    parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument("--memory-decisions", type=int, default=1_000_000)
+    args = parser.parse_args()
+    out = asyncio.run(run(args))
+    report(out)
+    target = ROOT / "bench" / "out" / "gate.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(out, indent=2, default=str))
+    print(f"(written to {target})")
+
+
+if __name__ == "__main__":
+    main()
