@@ -1,0 +1,92 @@
+"""The gateway app (ASGI): answers triggered decisions, always with valid JSON, always in time.
+
+The operator's `decide(user, campaign)` returns a bool or a GateDecision. If it raises, or runs past
+`budget_ms` (keep it below the engine's timeout), the app answers `allowed: false` itself and logs
+why — the engine would treat silence as a no anyway, but an explicit answer keeps its circuit
+breaker and metrics honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from clearance.integrator.decision import GateDecision
+
+log = logging.getLogger("clearance.integrator.gateway")
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    is_visitor: bool
+
+
+Decide = Callable[[User, dict[str, Any]], Awaitable[bool | GateDecision]]
+
+
+def _answer(user_id: Any, allowed: bool, status: int = 200) -> Response:
+    return Response(
+        orjson.dumps({"user_id": user_id, "allowed": allowed}),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+class GatewayApp:
+    def __init__(self, decide: Decide, *, budget_ms: int = 1500) -> None:
+        self.decide = decide
+        self.budget = budget_ms / 1000
+        self.counts: Counter[str] = Counter()
+        self.app = Starlette(
+            routes=[
+                Route("/", self.answer, methods=["POST"]),
+                Route("/stats", self.stats, methods=["GET"]),
+            ]
+        )
+
+    async def answer(self, request: Request) -> Response:
+        try:
+            payload = orjson.loads(await request.body())
+            user = payload["user"]
+            if not isinstance(user["user_id"], str) or not isinstance(user["is_visitor"], bool):
+                raise TypeError("user_id must be a string and is_visitor a boolean")
+            campaign = payload["campaign"]
+            if not isinstance(campaign, dict):
+                raise TypeError("campaign must be an object")
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            self.counts["malformed"] += 1
+            log.warning("malformed gateway payload: %s", exc)
+            return _answer(None, False, 400)
+        who = User(user["user_id"], user["is_visitor"])
+        try:
+            async with asyncio.timeout(self.budget):
+                verdict = await self.decide(who, campaign)
+        except TimeoutError:
+            self.counts["timeout"] += 1
+            log.warning(
+                "decide() for %s ran past %.0f ms: answered false", who.user_id, self.budget * 1000
+            )
+            return _answer(who.user_id, False)
+        except Exception:
+            self.counts["error"] += 1
+            log.exception("decide() for %s raised: answered false", who.user_id)
+            return _answer(who.user_id, False)
+        allowed = verdict.allowed if isinstance(verdict, GateDecision) else verdict is True
+        if isinstance(verdict, GateDecision) and not verdict.allowed and verdict.reason:
+            log.info("refused %s: %s", who.user_id, verdict.reason)
+        self.counts["allowed" if allowed else "denied"] += 1
+        return _answer(who.user_id, allowed)
+
+    async def stats(self, request: Request) -> Response:
+        return Response(orjson.dumps(dict(self.counts)), media_type="application/json")

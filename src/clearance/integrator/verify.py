@@ -1,0 +1,64 @@
+"""Standard Webhooks verification with an injectable clock and replay protection."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from collections import OrderedDict
+from datetime import UTC, datetime
+
+from standardwebhooks.webhooks import Webhook
+
+from clearance.clock import Clock
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Verifier:
+    """Checks `webhook-signature` (v1, HMAC-SHA256), that `webhook-timestamp` is within
+    `tolerance_seconds` of now, and that a `webhook-id` is not seen twice within that window."""
+
+    def __init__(self, secret: str, clock: Clock, tolerance_seconds: float = 300) -> None:
+        self.webhook = Webhook(secret)
+        self.clock = clock
+        self.tolerance = tolerance_seconds
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def verify(self, body: bytes, headers: dict[str, str]) -> None:
+        msg_id = headers.get("webhook-id")
+        stamp = headers.get("webhook-timestamp")
+        signatures = headers.get("webhook-signature")
+        if not (msg_id and stamp and signatures):
+            raise Rejected(401, "missing webhook-id, webhook-timestamp or webhook-signature")
+        try:
+            sent_at = float(stamp)
+        except ValueError:
+            raise Rejected(400, "webhook-timestamp is not a number") from None
+        now = self.clock.now().timestamp()
+        if abs(now - sent_at) > self.tolerance:
+            raise Rejected(400, "webhook-timestamp is outside the tolerance (stale or future)")
+        expected = self.webhook.sign(
+            msg_id, datetime.fromtimestamp(sent_at, UTC), body.decode(errors="replace")
+        ).split(",", 1)[1]
+        expected_raw = base64.b64decode(expected)
+        for candidate in signatures.split(" "):
+            version, _, value = candidate.partition(",")
+            if version != "v1":
+                continue
+            try:
+                if hmac.compare_digest(expected_raw, base64.b64decode(value)):
+                    break
+            except ValueError:
+                continue
+        else:
+            raise Rejected(401, "no valid signature")
+        while self._seen and next(iter(self._seen.values())) < now - self.tolerance:
+            self._seen.popitem(last=False)
+        if msg_id in self._seen:
+            raise Rejected(409, f"message {msg_id} was already received (replay)")
+        self._seen[msg_id] = now
