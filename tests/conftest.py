@@ -108,8 +108,10 @@ def engine(store: Store, settings: Settings, clock: FakeClock) -> Engine:
 
 
 @pytest.fixture
-def worker(store: Store, settings: Settings, clock: FakeClock) -> Worker:
-    return Worker(store, settings, clock, worker_id="worker-test")
+def worker(store: Store, settings: Settings, clock: FakeClock) -> Iterator[Worker]:
+    w = Worker(store, settings, clock, worker_id="worker-test")
+    yield w
+    w.notifier.close()
 
 
 def free_port() -> int:
@@ -310,3 +312,25 @@ def gateway() -> Iterator[FakeGateway]:
     g = FakeGateway()
     yield g
     g.stop()
+
+
+class AsgiServer:
+    """Any ASGI app served by uvicorn on loopback, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

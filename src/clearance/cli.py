@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -115,6 +116,36 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.database_url)
 
 
+def cmd_integrator_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from clearance.integrator.rules import RuleError
+    from clearance.integrator.service import build, from_files
+
+    if not args.api_key:
+        raise ClearanceError("--api-key (or CLEARANCE_INTEGRATOR_API_KEY) is required")
+    try:
+        config = from_files(
+            args.engine_url,
+            args.api_key,
+            args.rules,
+            args.customers,
+            secret=args.secret,
+            timezone=args.timezone or "UTC",
+            public_url=args.public_url,
+            register=args.register,
+            gateway_budget_ms=args.gateway_budget_ms,
+        )
+    except (RuleError, OSError, ValueError) as exc:
+        raise ClearanceError(str(exc)) from exc
+    app, _, _ = build(config)
+    log.info(
+        "integrator on http://%s:%s (listener /listener/, gateway /gateway/)", args.host, args.port
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clearance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,6 +173,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--type", choices=["admin", "integrations"], required=True)
     p.add_argument("--name", default="")
     p.set_defaults(func=cmd_keys_create)
+
+    integrator = sub.add_parser("integrator", help="the operator's side: listener + gateway")
+    isub = integrator.add_subparsers(dest="integrator_command", required=True)
+    p = isub.add_parser("serve", help="listener + gateway from a rules file and customer data")
+    p.add_argument("--rules", required=True, help="rules TOML file")
+    p.add_argument("--customers", required=True, help="customer data CSV (customer_id column)")
+    p.add_argument(
+        "--engine-url", default=os.environ.get("CLEARANCE_ENGINE_URL", "http://127.0.0.1:8080")
+    )
+    p.add_argument("--api-key", default=os.environ.get("CLEARANCE_INTEGRATOR_API_KEY"))
+    p.add_argument(
+        "--secret",
+        default=os.environ.get("CLEARANCE_SIGNING_SECRET"),
+        help="whsec_ secret: verify notifications and sign as the engine does",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--timezone", help="the engine's site time zone (default UTC)")
+    p.add_argument("--gateway-budget-ms", type=int, default=1500)
+    p.add_argument("--public-url", help="where the engine reaches this service")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="register the listener and set the gateway on the engine at start",
+    )
+    p.set_defaults(func=cmd_integrator_serve)
 
     p = sub.add_parser("demo", help="a scripted run on SQLite you can watch in under a minute")
     p.add_argument("--database-url", help="default: a fresh SQLite file in a temp directory")

@@ -10,8 +10,9 @@ as missed. Reports are served at GET /reports and GET /reports/{campaign_id}.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -88,8 +89,21 @@ class Listener:
                 Route("/", self.receive, methods=["POST"]),
                 Route("/reports", self.list_reports, methods=["GET"]),
                 Route("/reports/{campaign_id:int}", self.get_report, methods=["GET"]),
-            ]
+            ],
+            lifespan=self._lifespan,
         )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        yield
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop reviews in progress and close the client (run by the app's lifespan)."""
+        for task in self._running.values():
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        await self.client.close()
 
     # --- HTTP ------------------------------------------------------------------------------------
     async def receive(self, request: Request) -> Response:
