@@ -1,7 +1,8 @@
-"""`clearance demo`: the whole scheduled flow on one machine, over real HTTP, in about 15 seconds.
+"""`clearance demo`: the whole story on one machine, over real HTTP, in about 15 seconds.
 
-An engine on SQLite, a listener (the operator's side) that applies a small compliance rule, a
-conditional campaign, execution, and a summary of who got it and who did not, and why.
+The engine on SQLite; the integrator kit (the operator's side) with a small rules file and sample
+customers, serving a listener and a gateway; one scheduled and one triggered conditional campaign;
+and a summary of who got what and why.
 """
 
 from __future__ import annotations
@@ -12,47 +13,59 @@ import tempfile
 import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import httpx
-import orjson
 import uvicorn
 
 from clearance.api import create_app
 from clearance.clock import SystemClock
 from clearance.config import Settings
-from clearance.domain import format_wire_time, parse_time
+from clearance.domain import format_wire_time
 from clearance.engine import Engine
+from clearance.integrator.customers import CsvCustomers
+from clearance.integrator.rules import Rules
+from clearance.integrator.service import KitConfig, build
 from clearance.scheduler import Worker
 from clearance.store import open_store
 
-CUSTOMERS = [
-    ("C-1001", "UK", 150, "active"),
-    ("C-1002", "IE", 40, "active"),
-    ("C-1003", "DE", 500, "active"),
-    ("C-1004", "UK", 5, "active"),
-    ("C-1005", "UK", 90, "self_excluded"),
-    ("C-1006", "IE", 220, "active"),
-    ("C-1007", "UK", 75, "active"),
-    ("C-1008", "FR", 60, "active"),
-    ("C-1009", "IE", 30, "active"),
-    ("C-1010", "UK", 310, "active"),
-]
-LATE = "C-1009"  # the listener's "slow" customer: its approval arrives after the deadline
+RULES = """\
+[[rule]]
+name = "minimum deposit"
+type = "min_deposit"
+field = "deposit"
+min = 20
 
+[[rule]]
+name = "active account"
+type = "status_in"
+values = ["active"]
 
-def review(country: str, deposit: float, status: str) -> tuple[bool, str]:
-    """The operator's compliance rule, as the demo listener applies it."""
-    if status != "active":
-        return False, f"account {status}"
-    if country not in ("UK", "IE"):
-        return False, f"country {country} not allowed"
-    if deposit < 20:
-        return False, f"deposit {deposit} below 20"
-    return True, "ok"
+[[rule]]
+name = "licensed markets"
+type = "country_allow"
+values = ["UK", "IE"]
+
+[[rule]]
+name = "self-exclusion"
+type = "not_self_excluded"
+"""
+
+CUSTOMERS = """\
+customer_id,country,deposit,status,self_excluded
+C-1001,UK,150,active,false
+C-1002,IE,40,active,false
+C-1003,DE,500,active,false
+C-1004,UK,5,active,false
+C-1005,UK,90,active,true
+C-1006,IE,220,active,false
+C-1007,UK,75,suspended,false
+C-1008,FR,60,active,false
+C-1009,IE,30,active,false
+C-1010,UK,310,active,false
+"""
+PROMO_FAILS = {"C-1009"}  # the bonus system cannot activate this customer's promotion
 
 
 def _free_port() -> int:
@@ -61,196 +74,174 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class DemoListener:
-    """A real HTTP listener on loopback playing the operator's promotion/compliance system."""
-
-    def __init__(self, engine_url: str, key: str, tz: ZoneInfo) -> None:
-        self.engine_url = engine_url
-        self.tz = tz
-        self.key = key
-        self.log: list[str] = []
-        listener = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = orjson.loads(self.rfile.read(int(self.headers["content-length"])))
-                self.send_response(200)
-                self.end_headers()
-                if body.get("EventTypeID") == 5:
-                    threading.Thread(
-                        target=listener.on_clearance_required, args=(body,), daemon=True
-                    ).start()
-                else:
-                    listener.say(
-                        f"listener: event {body['EventTypeID']} for campaign "
-                        f"{body['CampaignID']}"
-                        + (f" channel {body['ChannelID']}" if "ChannelID" in body else "")
-                    )
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/events"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def say(self, line: str) -> None:
-        print(f"  {line}", flush=True)
-
-    def on_clearance_required(self, note: dict[str, Any]) -> None:
-        cid, deadline = note["CampaignID"], note["ClearanceRequiredBy"]
-        self.say(f"listener: EventTypeID 5 for campaign {cid}, clearance required by {deadline}")
-        headers = {"X-API-KEY": self.key}
-        with httpx.Client(base_url=self.engine_url, headers=headers, timeout=5) as http:
-            customers = http.get(
-                "/current/customers/GetProcessedCampaignCustomers",
-                params={
-                    "CampaignID": cid,
-                    "$top": 100,
-                    "CustomerAttributes": "Country;Deposit;Status",
-                },
-            ).json()
-            self.say(f"listener: pulled {len(customers)} customers; reviewing")
-            decisions, late = [], []
-            for c in customers:
-                country, deposit, status = c["CustomerAttributes"]
-                ok, why = review(country, float(deposit), status)
-                if c["CustomerID"] == LATE and ok:
-                    late.append(c["CustomerID"])
-                    continue
-                decisions.append({"CustomerID": c["CustomerID"], "Status": ok})
-                if not ok:
-                    self.say(f"listener: refuse {c['CustomerID']}: {why}")
-            r = http.post(
-                "/current/integrations/UpdateCustomerPromotionStatus",
-                json={"CampaignID": cid, "PromosUpdated": decisions},
-            )
-            approved = sum(d["Status"] for d in decisions)
-            self.say(
-                f"listener: sent {len(decisions)} decisions ({approved} approvals) -> "
-                f"HTTP {r.status_code}"
-            )
-            wait = parse_time(deadline, self.tz, "ClearanceRequiredBy").timestamp() - time.time()
-            time.sleep(max(0.0, wait + 0.6))
-            for customer in late:
-                r = http.post(
-                    "/current/integrations/UpdateCustomerPromotionStatus",
-                    json={
-                        "CampaignID": cid,
-                        "PromosUpdated": [{"CustomerID": customer, "Status": True}],
-                    },
-                )
-                self.say(
-                    f"listener: late approval for {customer} -> HTTP {r.status_code}: "
-                    f"{r.json()['message']}"
-                )
-
-    def close(self) -> None:
-        self.server.shutdown()
+def _serve(app: Any, port: int) -> uvicorn.Server:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    return server
 
 
 def run_demo(database_url: str | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="clearance-demo-"))
+    (workdir / "rules.toml").write_text(RULES)
+    (workdir / "customers.csv").write_text(CUSTOMERS)
     url = database_url or f"sqlite:///{workdir / 'clearance.db'}"
     key = "clr_demo_" + secrets.token_urlsafe(16)
-    port = _free_port()
+    engine_port, kit_port = _free_port(), _free_port()
     settings = Settings.from_env(
         database_url=url,
-        port=port,
+        port=engine_port,
         worker_poll_seconds=0.1,
         file_channel_dir=str(workdir / "sends"),
-        bootstrap_api_key=key,
     )
     print(f"clearance demo — working in {workdir}")
     store = open_store(settings.database_url)
-    clock = SystemClock()
     store.create_api_key("admin", "demo", 0, key=key)
-    app = create_app(Engine(store, settings, clock), Worker(store, settings, clock))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    engine_url = f"http://127.0.0.1:{port}"
-    http = httpx.Client(base_url=engine_url, headers={"X-API-KEY": key}, timeout=10)
-    for _ in range(100):
-        try:
-            if http.get("/healthz").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    print(f"1. engine up at {engine_url} (SQLite: {url})")
+    clock = SystemClock()
+    engine = Engine(store, settings, clock)
+    servers = [
+        _serve(
+            create_app(engine, Worker(store, settings, clock, metrics=engine.metrics)), engine_port
+        )
+    ]
+    engine_url = f"http://127.0.0.1:{engine_port}"
+    print(f"1. engine up at {engine_url} (SQLite {url})")
 
-    listener = DemoListener(engine_url, key, settings.tz)
-    http.post(
-        "/current/general/RegisterEventListener",
-        json={"EventTypeID": 5, "ListenerURL": listener.url},
-    ).raise_for_status()
-    http.post(
-        "/current/general/RegisterEventListener",
-        json={"EventTypeID": 13, "ListenerURL": listener.url, "ChannelID": 504},
+    def activate(customer_id: str, promo_code: str) -> None:
+        if customer_id in PROMO_FAILS:
+            raise RuntimeError("bonus wallet is locked")
+
+    kit_app, listener, _ = build(
+        KitConfig(
+            engine_url,
+            key,
+            Rules.from_toml(workdir / "rules.toml"),
+            CsvCustomers(workdir / "customers.csv"),
+            public_url=f"http://127.0.0.1:{kit_port}",
+            register=True,
+            engine_gateway_timeout_ms=1500,
+            gateway_budget_ms=1000,
+        ),
+        activate,
     )
-    print(f"2. listener registered for EventTypeID 5 at {listener.url}")
+    servers.append(_serve(kit_app, kit_port))
+    print(
+        f"2. integrator kit up at http://127.0.0.1:{kit_port}: listener registered for "
+        "EventTypeID 5, gateway set;\n   rules: minimum deposit 20, active account, UK/IE, "
+        "not self-excluded; promo activation"
+    )
+    http = httpx.Client(base_url=engine_url, headers={"X-API-KEY": key}, timeout=10)
+    try:
+        return _story(http, settings, clock, listener)
+    finally:
+        http.close()
+        for server in reversed(servers):
+            server.should_exit = True
+        time.sleep(0.3)
 
-    execute_at = clock.now() + timedelta(seconds=9)
-    tz = settings.tz
-    r = http.post(
+
+def _story(http: httpx.Client, settings: Settings, clock: SystemClock, listener: Any) -> int:
+    execute_at = clock.now() + timedelta(seconds=8)
+    ids = [line.split(",")[0] for line in CUSTOMERS.splitlines()[1:]]
+    http.post(
         "/api/v1/campaigns",
         json={
             "campaign_id": 1001,
             "name": "Weekend 10% reload bonus",
-            "execute_at": format_wire_time(execute_at, tz),
+            "execute_at": format_wire_time(execute_at, settings.tz),
             "duration_days": 2,
             "conditional": True,
-            "clearance_lead_seconds": 5,
+            "clearance_lead_seconds": 4,
             "action": {"id": 77, "name": "Reload bonus", "promo_codes": ["RELOAD10"]},
             "channels": [
                 {"id": 504, "name": "Email", "templates": [{"id": 9001, "name": "reload"}]}
             ],
-            "target_group": [
-                {"customer_id": c, "attributes": {"Country": country, "Deposit": dep, "Status": st}}
-                for c, country, dep, st in CUSTOMERS
-            ],
+            "target_group": [{"customer_id": c} for c in ids],
         },
-    )
-    r.raise_for_status()
-    campaign = r.json()
+    ).raise_for_status()
     print(
-        f"3. conditional campaign 1001 created: {len(CUSTOMERS)} customers, executes at "
-        f"{campaign['execute_at']}"
+        f"3. scheduled conditional campaign 1001: {len(ids)} customers, executes at "
+        f"{format_wire_time(execute_at, settings.tz)}"
     )
-    last_state = None
-    deadline = time.time() + 45
+    last = None
+    deadline = time.time() + 40
+    campaign: dict[str, Any] = {}
     while time.time() < deadline:
         campaign = http.get("/api/v1/campaigns/1001").json()
-        if campaign["state"] != last_state:
-            last_state = campaign["state"]
-            print(
-                f"   state: {last_state}"
-                + (
-                    f" (clearance required by {campaign['clearance_required_by']})"
-                    if last_state == "awaiting_clearance"
-                    else ""
-                )
+        if campaign["state"] != last:
+            last = campaign["state"]
+            extra = (
+                f" (clearance required by {campaign['clearance_required_by']})"
+                if last == "awaiting_clearance"
+                else ""
             )
-        if last_state == "executed":
+            print(f"   state: {last}{extra}")
+        if last == "executed":
             break
         time.sleep(0.1)
-    time.sleep(0.5)
+    report = listener.reports.get(1001)
+    if report is not None:
+        print(
+            f"   kit review: {report.reviewed} reviewed, {report.approved} approved, "
+            f"{report.refused} refused, {report.missed} missed"
+        )
     sent = http.get("/api/v1/campaigns/1001/customers", params={"outcome": "sent"}).json()
     excluded = http.get("/api/v1/campaigns/1001/customers", params={"outcome": "excluded"}).json()
-    counts = campaign["counts"]
-    print("\n4. summary")
-    print(
-        f"   target {counts['target']}  approved {counts['approved']}  sent {counts['sent']}"
-        f"  excluded {counts['excluded']}"
-    )
+    why = {r["customer_id"]: r["reason"] for r in (report.refusals if report else [])}
+    print("\n4. who got the scheduled campaign")
     for row in sent["customers"]:
-        print(f"   SENT      {row['customer_id']}  (approved at {row['approved_at']})")
+        print(f"   SENT      {row['customer_id']}")
     for row in excluded["customers"]:
-        print(f"   EXCLUDED  {row['customer_id']}  reason: {row['reason']}")
-    files = sorted((workdir / "sends").rglob("*.ndjson"))
-    print(f"\n   email channel deliveries: {', '.join(str(f) for f in files) or 'none'}")
-    listener.close()
-    server.should_exit = True
-    time.sleep(0.3)
-    ok = last_state == "executed"
+        detail = why.get(row["customer_id"])
+        print(
+            f"   EXCLUDED  {row['customer_id']}  {row['reason']}"
+            + (f" — {detail}" if detail else "")
+        )
+
+    http.put(
+        "/api/v1/triggered-campaigns/T-500",
+        json={
+            "id": "T-500",
+            "series_id": 500,
+            "notes": "first deposit bonus",
+            "tags": ["deposit"],
+            "action": {
+                "id": 88,
+                "name": "Deposit match",
+                "promo_codes": ["MATCH100"],
+                "channels": [{"id": 506, "name": "Push", "brand_id": None, "templates": None}],
+            },
+            "conditional": True,
+            "trigger": {"event": "deposit", "condition": "deposit_amount >= 50"},
+        },
+    ).raise_for_status()
+    print("\n5. triggered conditional campaign T-500 (event deposit, deposit_amount >= 50)")
+    deposits = [("C-1001", 100), ("C-1005", 80), ("C-1003", 75), ("C-1006", 20), ("V-77", 60)]
+    events: list[dict[str, Any]] = [
+        {
+            "visitor_id" if who.startswith("V-") else "customer_id": who,
+            "event": "deposit",
+            "params": {"deposit_amount": amount},
+        }
+        for who, amount in deposits
+    ]
+    results = http.post("/api/v1/events", json=events).json()["results"]
+    for (who, amount), result in zip(deposits, results, strict=True):
+        if not result["matched"]:
+            print(f"   {who}: deposit {amount} does not meet the trigger")
+            continue
+        m = result["matched"][0]
+        verdict = "SENT" if m["sent"] else "not sent"
+        print(
+            f"   {who}: {verdict:8} gateway said {m['outcome']} in {m['latency_ms']:.1f} ms"
+            + (f" ({m['reason']})" if m["reason"] else "")
+        )
+    time.sleep(0.3)  # the decision log hands sends to channels a moment after logging them
+    files = sorted(Path(settings.file_channel_dir).rglob("*.ndjson"))
+    print(
+        f"\n   channel deliveries written: {len(files)} file(s) under {settings.file_channel_dir}"
+    )
+    ok = last == "executed"
     print("\ndemo " + ("finished." if ok else "did not finish in time."))
     return 0 if ok else 1

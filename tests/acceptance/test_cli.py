@@ -308,6 +308,7 @@ def test_demo_runs_and_explains_every_exclusion():
     r = run_cli("demo")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "demo finished." in r.stdout
-    assert "reason: refused" in r.stdout
-    assert "reason: approved_late" in r.stdout
-    assert "SENT" in r.stdout
+    assert "EXCLUDED  C-1005  refused — self-exclusion" in r.stdout
+    assert "EXCLUDED  C-1009  refused — promo activation failed" in r.stdout
+    assert "SENT      C-1001" in r.stdout
+    assert "C-1001: SENT" in r.stdout and "V-77: not sent" in r.stdout
