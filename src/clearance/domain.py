@@ -140,6 +140,19 @@ def valid_customer_id(text: str) -> bool:
     return 0 < len(text) <= MAX_ID_LENGTH and _ID_RE.match(text) is not None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def valid_customer_ids(ids: list[Any]) -> bool:
+    """`valid_customer_id` for a whole call at once: a few C-level passes, not one per id."""
+    if not all(type(c) is str for c in ids):
+        return False
+    lengths = list(map(len, ids))
+    if min(lengths) < 1 or max(lengths) > MAX_ID_LENGTH:
+        return False
+    return _CONTROL.search("".join(ids)) is None
+
+
 def check_customer_id(value: Any, field_name: str = "CustomerID") -> str:
     """Customer ids are non-empty strings without control characters, at most 200 characters."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from clearance.channels import BatchName, ChannelError, Delivery, SendRecord, delivery_for
-from clearance.channels.base import send_id
+from clearance.channels import BatchName, ChannelError, Delivery, delivery_for
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, format_wire_time
@@ -69,20 +68,32 @@ class Executor:
 
     def _deliver(self, campaign: Campaign, batch: Batch, delivery: Delivery) -> None:
         scheduled = format_wire_time(campaign.execute_at, self.settings.tz)
-        records = [
-            SendRecord(
-                send_id(batch.campaign_id, batch.channel_id, seq),
-                batch.campaign_id,
-                batch.channel_id,
-                customer_id,
-                template_id,
-                scheduled,
-                campaign.promo_code_for(seq),
+        if batch.rows:  # just created: the rows are in hand
+            template = next(
+                (c.templates[0].id if c.templates else None)
+                for c in campaign.channels
+                if c.id == batch.channel_id
             )
-            for seq, customer_id, template_id, _ in self.store.batch_sends(batch)
+            sends = [(seq, cid, template) for seq, cid in batch.rows]
+        else:  # resumed after a crash: read back what was recorded
+            sends = [(seq, cid, t) for seq, cid, t, _ in self.store.batch_sends(batch)]
+        cid_, ch = batch.campaign_id, batch.channel_id
+        prefix = f"{cid_}-{ch}-"
+        codes, k = campaign.promo_codes, len(campaign.promo_codes)
+        records = [
+            {
+                "SendID": prefix + str(seq),
+                "CampaignID": cid_,
+                "ChannelID": ch,
+                "CustomerID": customer_id,
+                "TemplateID": template_id,
+                "ScheduledTime": scheduled,
+                "PromoCode": codes[(seq - 1) % k] if k else "",
+            }
+            for seq, customer_id, template_id in sends
         ]
         try:
-            delivery.deliver(BatchName.scheduled(batch), [r.wire() for r in records])
+            delivery.deliver(BatchName.scheduled(batch), records)
         except ChannelError as exc:
             end = campaign.execute_at + timedelta(days=max(1, campaign.duration_days))
             self.store.mark_batch(batch, None, str(exc))

@@ -21,7 +21,7 @@ from clearance.domain import (
     check_customer_id,
     check_page,
     format_wire_time,
-    valid_customer_id,
+    valid_customer_ids,
 )
 from clearance.engine import Engine
 from clearance.errors import InvalidInput, NotAuthenticated, NotFound, PayloadTooLarge
@@ -169,15 +169,21 @@ def _processed_page(
         raise Conflict(
             f"campaign {campaign_id} is {c.state}; its customers are listed once it is processed"
         )
-    rows = engine.store.page_target(campaign_id, skip, top)
     action_id = c.action_id
     if not names:
+        codes, k = c.promo_codes, len(c.promo_codes)
+        rows = engine.store.page_target(campaign_id, skip, top, attributes=False)
+        if not k:
+            return orjson.dumps(
+                [{"CustomerID": cid, "ActionID": action_id, "PromoCode": ""} for _, cid in rows]
+            )
         return orjson.dumps(
             [
-                {"CustomerID": cid, "ActionID": action_id, "PromoCode": c.promo_code_for(seq)}
-                for seq, cid, _ in rows
+                {"CustomerID": cid, "ActionID": action_id, "PromoCode": codes[(seq - 1) % k]}
+                for seq, cid in rows
             ]
         )
+    rows = engine.store.page_target(campaign_id, skip, top)
     out = []
     for seq, cid, attrs in rows:
         values = orjson.loads(attrs) if attrs else {}
@@ -258,21 +264,15 @@ async def update_promotion_status(request: Request, engine: Engine, who: Princip
 def _promotion_entries(updates: list[Any]) -> list[tuple[str, bool]]:
     """Validate PromosUpdated. The loop is the hot path of a 10,000-entry call, so it checks
     cheaply and only walks the slow, field-naming path once something is wrong."""
-    entries: list[tuple[str, bool]] = []
-    append = entries.append
-    good_id = valid_customer_id
     try:
-        for entry in updates:
-            cid = entry["CustomerID"]
-            status = entry["Status"]
-            if (status is True or status is False) and type(cid) is str and good_id(cid):
-                append((cid, status))
-            else:
-                break
-        else:
-            return entries
+        ids = [entry["CustomerID"] for entry in updates]
+        statuses = [entry["Status"] for entry in updates]
     except (TypeError, KeyError):
-        pass
+        ids = statuses = []
+    if ids and valid_customer_ids(ids) and all(s is True or s is False for s in statuses):
+        return list(zip(ids, statuses, strict=True))
+    if not updates:
+        return []
     for i, entry in enumerate(updates):  # something is wrong: find and name it
         if not isinstance(entry, dict):
             raise InvalidInput(f"PromosUpdated[{i}] must be an object", field=f"PromosUpdated[{i}]")

@@ -30,7 +30,8 @@ class FileDelivery:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             with open(tmp, "wb") as fh:
-                fh.write(b"".join(orjson.dumps(s) + b"\n" for s in sends))
+                line = orjson.OPT_APPEND_NEWLINE
+                fh.write(b"".join([orjson.dumps(s, option=line) for s in sends]))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)

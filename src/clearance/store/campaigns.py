@@ -294,15 +294,15 @@ class CampaignStore:
             after = int(rows[-1][0])
 
     def page_target(
-        self, campaign_id: int, after_seq: int, limit: int
-    ) -> list[tuple[int, str, str | None]]:
+        self, campaign_id: int, after_seq: int, limit: int, attributes: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """(seq, customer_id[, attributes]) rows by key; both drivers return seq as an int."""
         with self.db.reader() as tx:
-            rows = tx.fetchall(
-                "SELECT seq, customer_id, attributes FROM target_customers "
-                "WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            return tx.fetchall(
+                f"SELECT seq, customer_id{', attributes' if attributes else ''} "
+                "FROM target_customers WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (campaign_id, after_seq, limit),
             )
-        return [(int(r[0]), r[1], r[2]) for r in rows]
 
     def counts(self, campaign_id: int) -> dict[str, int]:
         with self.db.reader() as tx:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clearance.domain import ACTIVE_STATES, CANCELABLE_STATES, State
@@ -33,6 +33,8 @@ class Batch:
     last_seq: int
     sends: int
     attempts: int
+    # (seq, customer_id) of a chunk just created, so its first delivery needs no re-read
+    rows: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
 
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
@@ -159,17 +161,18 @@ class WorkStore:
             if row is None:
                 raise Conflict(f"lost the lease on campaign {campaign_id}")
             cursor, target_count, sends_count = int(row[0]), int(row[1]), int(row[2])
-            if only_approved:
+            # A bounded window of positions, not "the next `limit` approved ones": the scan stays
+            # a short index range whatever plan the database picks (no statistics yet after the
+            # freeze rewrote every row), instead of a walk over all remaining rows per chunk.
+            approved = " AND approval = ?" if only_approved else ""
+            rows: list[Any] = []
+            upper = cursor
+            while not rows and upper < target_count:
+                lower, upper = upper, min(upper + limit, target_count)
                 rows = tx.fetchall(
                     "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? "
-                    "AND seq > ? AND approval = ? ORDER BY seq LIMIT ?",
-                    (campaign_id, cursor, True, limit),
-                )
-            else:
-                rows = tx.fetchall(
-                    "SELECT seq, customer_id FROM target_customers WHERE campaign_id = ? "
-                    "AND seq > ? ORDER BY seq LIMIT ?",
-                    (campaign_id, cursor, limit),
+                    f"AND seq > ? AND seq <= ?{approved} ORDER BY seq",
+                    (campaign_id, lower, upper, *((True,) if only_approved else ())),
                 )
             if not rows:
                 if cursor < target_count:
@@ -180,33 +183,32 @@ class WorkStore:
                 return None
             first, last = int(rows[0][0]), int(rows[-1][0])
             width = len(channels)
-            # send_no numbers the campaign's sends densely, so wire paging ($skip) seeks by key
-            tx.copy_rows(
-                "sends",
-                (
-                    "campaign_id",
-                    "seq",
-                    "channel_id",
-                    "customer_id",
-                    "template_id",
-                    "scheduled_at",
-                    "send_no",
-                ),
-                [
+            # send_no numbers the campaign's sends densely, so wire paging ($skip) seeks by key.
+            # The sends are written by the database from the rows it just read: no round trip.
+            for k, (channel_id, template_id) in enumerate(channels):
+                tx.execute(
+                    "INSERT INTO sends (campaign_id, seq, channel_id, customer_id, template_id, "
+                    "scheduled_at, send_no) SELECT campaign_id, seq, CAST(? AS INTEGER), "
+                    "customer_id, CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS BIGINT) "
+                    "+ (ROW_NUMBER() OVER (ORDER BY seq) - 1) * CAST(? AS BIGINT) "
+                    "FROM target_customers WHERE campaign_id = ? AND seq >= ? "
+                    "AND seq <= ?" + approved,
                     (
-                        campaign_id,
-                        seq,
                         channel_id,
-                        cid,
                         template_id,
                         scheduled_ms,
-                        sends_count + i * width + k + 1,
-                    )
-                    for k, (channel_id, template_id) in enumerate(channels)
-                    for i, (seq, cid) in enumerate(rows)
-                ],
-            )
-            batches = [Batch(campaign_id, ch, first, last, len(rows), 0) for ch, _ in channels]
+                        sends_count + k + 1,
+                        width,
+                        campaign_id,
+                        first,
+                        last,
+                        *((True,) if only_approved else ()),
+                    ),
+                )
+            chunk = tuple((int(r[0]), r[1]) for r in rows)
+            batches = [
+                Batch(campaign_id, ch, first, last, len(rows), 0, chunk) for ch, _ in channels
+            ]
             tx.copy_rows(
                 "send_batches",
                 ("campaign_id", "channel_id", "first_seq", "last_seq", "sends", "attempts"),
@@ -215,7 +217,7 @@ class WorkStore:
                     for b in batches
                 ],
             )
-            new_cursor = target_count if len(rows) < limit else last
+            new_cursor = upper
             tx.execute(
                 "UPDATE campaigns SET exec_cursor = ?, sends_count = ?, lease_until = ? "
                 "WHERE campaign_id = ?",
@@ -231,7 +233,9 @@ class WorkStore:
                 "ORDER BY first_seq, channel_id",
                 (campaign_id,),
             )
-        return [Batch(*(int(v) for v in r)) for r in rows]
+        return [
+            Batch(int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4]), int(r[5])) for r in rows
+        ]
 
     def batch_sends(self, batch: Batch) -> list[tuple[int, str, int | None, int]]:
         with self.db.reader() as tx:
