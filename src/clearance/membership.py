@@ -56,6 +56,19 @@ class MembershipCache:
         self._lock = threading.Lock()
         self._building: dict[int, threading.Lock] = {}
 
+    def prefetch(self, campaign_id: int) -> None:
+        """Start building the index in the background (listeners page before they approve, so
+        the first approval call then finds it ready)."""
+        with self._lock:
+            if campaign_id in self._indexes or campaign_id in self._building:
+                return
+        threading.Thread(
+            target=self.index_for,
+            args=(campaign_id,),
+            daemon=True,
+            name=f"membership-{campaign_id}",
+        ).start()
+
     def index_for(self, campaign_id: int) -> TargetIndex | None:
         """The campaign's index, built on first use; None unless the campaign is awaiting
         clearance, or when it is too large to hold (callers then ask the database)."""

@@ -18,6 +18,7 @@ from clearance.api.auth import authenticate
 from clearance.api.responses import JSON
 from clearance.domain import (
     EventType,
+    State,
     check_customer_id,
     check_page,
     format_wire_time,
@@ -169,6 +170,8 @@ def _processed_page(
         raise Conflict(
             f"campaign {campaign_id} is {c.state}; its customers are listed once it is processed"
         )
+    if c.state == State.AWAITING_CLEARANCE and engine.membership is not None:
+        engine.membership.prefetch(campaign_id)
     action_id = c.action_id
     if not names:
         codes, k = c.promo_codes, len(c.promo_codes)
