@@ -71,6 +71,7 @@ class Gate:
                 connector=connector,
                 # no client-wide timeout: each call runs under its own decision deadline
                 timeout=aiohttp.ClientTimeout(total=None),
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 auto_decompress=False,
             )
         return self._session
@@ -110,16 +111,16 @@ class Gate:
             + campaign.gateway_campaign
             + b"}"
         )
-        headers = dict(gateway.headers)
         if gateway.secret:
             self._message_no += 1
+            headers = dict(gateway.headers)
             headers.update(
                 webhook_headers(
                     gateway.secret, f"gate_{self._message_no}_{user_id}", self.clock.now(), body
                 )
             )
         else:
-            headers["content-type"] = "application/json"
+            headers = {**gateway.headers, "content-type": "application/json"}
         status = 0
         answer = b""
         self.metrics.in_flight.inc()
@@ -152,7 +153,6 @@ class Gate:
             self.metrics.in_flight.dec()
         self.breaker.record(result.outcome in FAILURES)
         self.metrics.circuit_state.set(self.breaker.state)
-        self.metrics.gateway_latency.labels(result.outcome.value).observe(result.latency_ms / 1000)
         return result
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (
@@ -26,6 +28,8 @@ LATENCY_BUCKETS = (
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self._decision_children: dict[tuple[str, str], Any] = {}
+        self._latency_children: dict[str, Any] = {}
         self.decisions = Counter(
             "clearance_decisions",
             "Triggered gate decisions by outcome and campaign",
@@ -63,6 +67,19 @@ class Metrics:
         self.decision_log_pending = Gauge(
             "clearance_decision_log_pending", "Decisions waiting to be written", registry=r
         )
+
+    def decided(self, outcome: str, campaign: str, latency_seconds: float | None) -> None:
+        """Count one decision (hot path: label children are looked up once and kept)."""
+        key = (outcome, campaign)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(outcome, campaign)
+        child.inc()
+        if latency_seconds is not None:
+            hist = self._latency_children.get(outcome)
+            if hist is None:
+                hist = self._latency_children[outcome] = self.gateway_latency.labels(outcome)
+            hist.observe(latency_seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -15,7 +15,7 @@ from typing import Any
 
 from clearance.channels import BatchName, ChannelError, delivery_for
 from clearance.circuit import BreakerSettings, CircuitBreaker
-from clearance.clock import Clock, to_ms
+from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
 from clearance.decisions import DecisionIds, DecisionLog, PendingSend
 from clearance.domain import MAX_ID_LENGTH, format_wire_time
@@ -116,6 +116,8 @@ class RealTime:
             store, metrics, self._deliver, settings.decision_batch, settings.decision_flush_seconds
         )
         self.ids = DecisionIds()
+        self._stamp_second = -1
+        self._stamp_text = ""
 
     async def start(self) -> None:
         await asyncio.to_thread(self.index.refresh, True)
@@ -186,7 +188,7 @@ class RealTime:
         if sent:
             action = campaign.body["action"]
             promo = (action.get("promo_codes") or [None])[0]
-            stamp = format_wire_time(now, self.settings.tz)
+            stamp = self._stamp(at_ms)
             sends = [
                 PendingSend(
                     decision_id,
@@ -216,7 +218,11 @@ class RealTime:
             ),
             sends,
         )
-        self.metrics.decisions.labels(result.outcome.value, campaign.key).inc()
+        self.metrics.decided(
+            result.outcome.value,
+            campaign.key,
+            result.latency_ms / 1000 if campaign.conditional else None,
+        )
         return {
             "campaign_id": campaign.body["id"],
             "decision_id": decision_id,
@@ -226,6 +232,14 @@ class RealTime:
             "shadow": campaign.shadow,
             "latency_ms": round(result.latency_ms, 3),
         }
+
+    def _stamp(self, at_ms: int) -> str:
+        """The wire timestamp for a send, formatted once per second rather than per send."""
+        second = at_ms // 1000
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp_text = format_wire_time(from_ms(second * 1000), self.settings.tz)
+        return self._stamp_text
 
     def _deliver(self, sends: list[PendingSend]) -> None:
         """Hand logged sends to their channels, a batch per campaign and channel (in a thread)."""

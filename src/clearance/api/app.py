@@ -16,8 +16,9 @@ from starlette.exceptions import HTTPException
 from clearance import __version__
 from clearance.api import errors
 from clearance.api.auth import KeyCache, authenticate
+from clearance.api.fast import FastPath
 from clearance.api.native import native_router
-from clearance.api.triggered import events_router, triggered_router
+from clearance.api.triggered import events_router, handle_events, triggered_router
 from clearance.api.wire import wire_router
 from clearance.engine import Engine
 from clearance.errors import ClearanceError, PayloadTooLarge
@@ -125,5 +126,6 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "schema_version": engine.store.db.schema_version()}
 
+    app.add_middleware(FastPath, path="/api/v1/events", method="POST", handler=handle_events)
     app.add_middleware(BodyLimit, limit=engine.settings.max_body_bytes)
     return app

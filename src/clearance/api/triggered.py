@@ -225,18 +225,18 @@ def triggered_router() -> APIRouter:
 def events_router() -> APIRouter:
     """The hot path, on its own router so the app can match it before anything else."""
     r = APIRouter()
-
-    @r.post("/api/v1/events")
-    async def events(request: Request) -> Response:
-        """One event (object) or a batch (array). Each matching active campaign is decided; the
-        reply says, per campaign, the outcome and whether a send was made."""
-        engine: Engine = request.app.state.engine
-        await authenticate(request, engine)
-        parsed, single = parse_events(await read_json(request, engine))
-        results = await _realtime(request).handle(parsed)
-        return JSON(results[0] if single else {"results": results})
-
+    r.add_api_route("/api/v1/events", handle_events, methods=["POST"])
     return r
+
+
+async def handle_events(request: Request) -> Response:
+    """One event (object) or a batch (array). Each matching active campaign is decided; the
+    reply says, per campaign, the outcome and whether a send was made."""
+    engine: Engine = request.app.state.engine
+    await authenticate(request, engine)
+    parsed, single = parse_events(await read_json(request, engine))
+    results = await _realtime(request).handle(parsed)
+    return JSON(results[0] if single else {"results": results})
 
 
 def _decision_out(row: DecisionRow | None) -> dict[str, Any]:
