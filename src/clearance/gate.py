@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-import aiohttp
 import orjson
 
 from clearance.circuit import CircuitBreaker
 from clearance.clock import Clock
+from clearance.gate_http import CallFailed, Poster, poster
 from clearance.metrics import Metrics
 from clearance.signing import webhook_headers
 from clearance.store import GatewayConfig
@@ -54,31 +54,24 @@ class Gate:
         clock: Clock,
         breaker: CircuitBreaker | None = None,
         concurrency: int = 64,
+        client: str = "aiohttp",
     ) -> None:
         self.metrics = metrics
         self.clock = clock
         self.breaker = breaker or CircuitBreaker()
         self.concurrency = concurrency
-        self._session: aiohttp.ClientSession | None = None
+        self.client_kind = client
+        self._poster: Poster | None = None
         self._message_no = 0
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self.concurrency, keepalive_timeout=30, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                # no client-wide timeout: each call runs under its own decision deadline
-                timeout=aiohttp.ClientTimeout(total=None),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-                auto_decompress=False,
-            )
-        return self._session
+    def _http(self) -> Poster:
+        if self._poster is None:
+            self._poster = poster(self.client_kind, self.concurrency)
+        return self._poster
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._poster is not None:
+            await self._poster.close()
 
     async def decide(
         self,
@@ -125,23 +118,20 @@ class Gate:
         answer = b""
         self.metrics.in_flight.inc()
         try:
-            async with (
-                # event-loop timers may fire up to a millisecond early (uvloop rounds to ms):
-                # the guard makes sure the budget is never cut short
-                asyncio.timeout_at(deadline + TIMER_GUARD_SECONDS),
-                self._client().post(
-                    gateway.url, data=body, headers=headers, allow_redirects=False
-                ) as response,
-            ):
-                status = response.status
-                answer = await read_capped(response.content, MAX_ANSWER_BYTES + 1)
+            # event-loop timers may fire up to a millisecond early (uvloop rounds to ms): the
+            # guard makes sure the budget is never cut short
+            async with asyncio.timeout_at(deadline + TIMER_GUARD_SECONDS):
+                remaining = max(0.001, deadline - time.monotonic())
+                status, answer = await self._http().post(
+                    gateway.url, body, headers, MAX_ANSWER_BYTES + 1, remaining + 0.05
+                )
         except TimeoutError:
             result = GateResult(
                 Outcome.TIMEOUT,
                 f"no answer within {gateway.timeout_ms} ms",
                 (time.monotonic() - started) * 1000,
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except CallFailed as exc:
             result = GateResult(
                 Outcome.ERROR,
                 f"{type(exc).__name__}: {exc}"[:300],
@@ -154,19 +144,6 @@ class Gate:
         self.breaker.record(result.outcome in FAILURES)
         self.metrics.circuit_state.set(self.breaker.state)
         return result
-
-
-async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """Read until EOF or `limit` bytes, whichever comes first (a gateway may send gigabytes)."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < limit:
-        chunk = await stream.read(limit - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 def judge(status: int, answer: bytes, user_id: str, latency_ms: float) -> GateResult:

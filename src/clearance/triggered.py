@@ -111,6 +111,7 @@ class RealTime:
                 )
             ),
             settings.gate_concurrency,
+            settings.gate_client,
         )
         self.log = DecisionLog(
             store, metrics, self._deliver, settings.decision_batch, settings.decision_flush_seconds

@@ -360,3 +360,42 @@ def test_metrics_cover_both_halves(gated, engine, worker):
     text = gated.get("/metrics").text
     assert 'clearance_approvals_total{result="accepted"} 1.0' in text
     assert 'clearance_approvals_total{result="not_in_target_group"} 1.0' in text
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
+def test_both_gate_clients_fail_closed_the_same_way(gateway, client, clock):
+    import asyncio
+
+    from clearance.gate import Gate
+    from clearance.metrics import Metrics
+    from clearance.store import GatewayConfig
+    from clearance.triggers import TriggeredCampaign
+
+    campaign = TriggeredCampaign.from_body(CAMPAIGN)
+    config = GatewayConfig(gateway.url, 400, None, {})
+    expected = {
+        "ok": "allowed",
+        "no": "denied",
+        "hang": "timeout",
+        "close": "error",
+        "e500": "error",
+        "html": "invalid",
+        "str": "invalid",
+        "other": "invalid",
+        "huge": "invalid",
+    }
+
+    async def run():
+        gate = Gate(Metrics(), clock, client=client)
+        try:
+            got = {}
+            for kind in expected:
+                result = await gate.decide(config, campaign, f"{kind}-1", False, time.monotonic())
+                got[kind] = result.outcome.value
+                if kind == "hang":
+                    assert result.latency_ms >= 400
+            return got
+        finally:
+            await gate.close()
+
+    assert asyncio.run(run()) == expected
