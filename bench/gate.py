@@ -328,7 +328,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             say(f"raw baseline at concurrency {c}")
             await raw(fast, c, 2000)  # warm-up
             base = await raw(fast, c, args.decisions)
-            say(f"  raw: {base['per_s']:,.0f} calls/s, p50 {base['p50_ms']:.2f} ms")
+            base_aiohttp = await raw(fast, c, args.decisions, "aiohttp")
+            say(
+                f"  raw: pyreqwest {base['per_s']:,.0f} calls/s, aiohttp "
+                f"{base_aiohttp['per_s']:,.0f} calls/s"
+            )
             engine = Engine(workdir, c)
             try:
                 async with aiohttp.ClientSession() as s:
@@ -345,6 +349,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 engine.stop()
             out["throughput"][c] = {
                 "raw": base,
+                "raw_aiohttp": base_aiohttp,
+                "ratio_batches_vs_aiohttp": batches["per_s"] / base_aiohttp["per_s"],
                 "batches_of_100": batches,
                 "single": single,
                 "ratio_batches": batches["per_s"] / base["per_s"],
@@ -414,11 +420,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(out: dict[str, Any]) -> None:
     print("\nstep                                          figure        target")
     for c, t in out["throughput"].items():
-        print(f"raw gateway calls, concurrency {c:<3}           {t['raw']['per_s']:>9,.0f}/s")
+        print(
+            f"raw gateway calls, concurrency {c:<3}           {t['raw']['per_s']:>9,.0f}/s"
+            f"   (pyreqwest; aiohttp {t['raw_aiohttp']['per_s']:,.0f}/s)"
+        )
         print(
             f"engine, batches of 100, concurrency {c:<3}      "
             f"{t['batches_of_100']['per_s']:>9,.0f}/s"
-            f"   ratio {t['ratio_batches']:.2f} (>= 0.5)"
+            f"   ratio {t['ratio_batches']:.2f} (>= 0.5; vs aiohttp "
+            f"{t['ratio_batches_vs_aiohttp']:.2f})"
         )
         print(
             f"engine, single events, concurrency {c:<3}       {t['single']['per_s']:>9,.0f}/s"
