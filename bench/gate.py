@@ -97,7 +97,9 @@ def rss_kb(pid: int) -> int:
 
 
 class Engine:
-    def __init__(self, workdir: Path, concurrency: int, client: str = "pyreqwest") -> None:
+    def __init__(
+        self, workdir: Path, concurrency: int, client: str = "aiohttp", processes: int = 1
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -115,6 +117,8 @@ class Engine:
                 "clearance.cli",
                 "serve",
                 "--no-worker",
+                "--workers",
+                str(processes),
                 "--port",
                 str(self.port),
             ],
@@ -322,7 +326,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     fast, hang = f"http://127.0.0.1:{gport}/gate", f"http://127.0.0.1:{gport + 1}/gate"
     wait_port(gport)
     wait_port(gport + 1)
-    out: dict[str, Any] = {"decisions_per_run": args.decisions, "throughput": {}}
+    out: dict[str, Any] = {
+        "decisions_per_run": args.decisions,
+        "throughput": {},
+        "engine_processes": args.engine_processes,
+    }
     try:
         for c in (16, 64):
             say(f"raw baseline at concurrency {c}")
@@ -333,7 +341,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"  raw: pyreqwest {base['per_s']:,.0f} calls/s, aiohttp "
                 f"{base_aiohttp['per_s']:,.0f} calls/s"
             )
-            engine = Engine(workdir, c)
+            engine = Engine(workdir, c, processes=args.engine_processes)
             try:
                 async with aiohttp.ClientSession() as s:
                     await setup(s, engine, fast)
@@ -461,6 +469,12 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--memory-decisions", type=int, default=1_000_000)
+    parser.add_argument(
+        "--engine-processes",
+        type=int,
+        default=1,
+        help="API processes for the throughput runs (clearance serve --workers)",
+    )
     args = parser.parse_args()
     out = asyncio.run(run(args))
     report(out)

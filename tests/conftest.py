@@ -120,28 +120,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class ApiServer:
+def serve_api(engine: Engine) -> AsgiServer:
     """The real app served by uvicorn on loopback, in a thread, with the test's fake clock."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(engine)
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("API server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+    return AsgiServer(create_app(engine))
 
 
 @pytest.fixture
@@ -156,7 +137,7 @@ def integrations_key(store: Store) -> str:
 
 @pytest.fixture
 def api(engine: Engine, admin_key: str) -> Iterator[httpx.Client]:
-    server = ApiServer(engine)
+    server = serve_api(engine)
     with httpx.Client(base_url=server.url, headers={"X-API-KEY": admin_key}, timeout=10) as c:
         c.app_state = server.app.state  # type: ignore[attr-defined]
         yield c
@@ -318,6 +299,7 @@ class AsgiServer:
     """Any ASGI app served by uvicorn on loopback, in a thread."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(

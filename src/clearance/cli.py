@@ -61,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     clock = SystemClock()
     engine = Engine(store, settings, clock)
     worker = None if args.no_worker else Worker(store, settings, clock, metrics=engine.metrics)
+    if args.workers > 1:
+        return _serve_processes(args, settings, worker)
     app = create_app(engine, worker)
     log.info(
         "clearance serving on http://%s:%s (database: %s, worker: %s)",
@@ -71,6 +73,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     store.close()
+    return 0
+
+
+def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Any) -> int:
+    """Several API processes on one port (they share nothing but the database); the scheduler
+    runs once, in this supervising process."""
+    import uvicorn
+
+    os.environ["CLEARANCE_DATABASE_URL"] = settings.database_url
+    os.environ["CLEARANCE_TIMEZONE"] = settings.timezone
+    stop = threading.Event()
+    thread = None
+    if worker is not None:
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+    log.info(
+        "clearance serving on http://%s:%s with %d API processes (worker: %s)",
+        settings.host,
+        settings.port,
+        args.workers,
+        "off" if worker is None else "on",
+    )
+    try:
+        uvicorn.run(
+            "clearance.api.app:app_from_environment",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_level="warning",
+            access_log=False,
+        )
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=30)
     return 0
 
 
@@ -155,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--no-worker", action="store_true", help="API only")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the same port (the scheduler still runs once)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("worker", help="the scheduler/executor alone")

@@ -284,9 +284,6 @@ def test_gateway_calls_are_signed_when_a_secret_is_set(api, gateway, clock):
 
 
 def test_circuit_breaker_opens_and_probes_again(api, gateway, engine):
-    realtime = api._transport  # noqa: F841  (keeps the fixture order explicit)
-    from tests.conftest import ApiServer  # noqa: F401
-
     api.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
     api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
     breaker = api.app_state.realtime.gate.breaker

@@ -129,3 +129,13 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
     app.add_middleware(FastPath, path="/api/v1/events", method="POST", handler=handle_events)
     app.add_middleware(BodyLimit, limit=engine.settings.max_body_bytes)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """For `clearance serve --workers N`: each API process builds its own app from CLEARANCE_*."""
+    from clearance.clock import SystemClock
+    from clearance.config import Settings
+    from clearance.store import open_store
+
+    settings = Settings.from_env()
+    return create_app(Engine(open_store(settings.database_url), settings, SystemClock()))

@@ -239,22 +239,23 @@ async def handle_events(request: Request) -> Response:
     return JSON(results[0] if single else {"results": results})
 
 
+DECISION_FIELDS = (
+    "decision_id",
+    "at",
+    "campaign_id",
+    "user_id",
+    "is_visitor",
+    "outcome",
+    "reason",
+    "latency_ms",
+    "sent",
+    "shadow",
+)
+
+
 def _decision_out(row: DecisionRow | None) -> dict[str, Any]:
-    if row is None:
-        return dict.fromkeys(
-            (
-                "decision_id",
-                "at",
-                "campaign_id",
-                "user_id",
-                "is_visitor",
-                "outcome",
-                "reason",
-                "latency_ms",
-                "sent",
-                "shadow",
-            )
-        )
+    if row is None:  # the CSV header
+        return dict.fromkeys(DECISION_FIELDS)
     return {
         "decision_id": row.decision_id,
         "at": from_ms(row.at).isoformat(),
