@@ -125,7 +125,9 @@ def fresh_database(kind: str, workdir: Path, admin_url: str, keep: bool) -> Iter
 
 
 @contextlib.contextmanager
-def api_server(url: str, workdir: Path, key: str, wrapper: list[str]) -> Iterator[str]:
+def api_server(
+    url: str, workdir: Path, key: str, wrapper: list[str], processes: int = 1
+) -> Iterator[str]:
     exe = Path(sys.executable).parent / "clearance"
     if not exe.exists():
         exe = Path(shutil.which("clearance") or "clearance")
@@ -137,7 +139,7 @@ def api_server(url: str, workdir: Path, key: str, wrapper: list[str]) -> Iterato
     )
     log_path = workdir / "server.log"
     cmd = [*wrapper, str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--no-worker"]
-    cmd += ["--database-url", url]
+    cmd += ["--database-url", url, "--workers", str(processes)]
     with open(log_path, "wb") as log:
         # Its own process group: SIGINT reaches the server (and a profiler wrapping it) alone.
         proc = subprocess.Popen(
@@ -511,7 +513,9 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         with (
             fresh_database(kind, workdir, args.postgres_url, args.keep) as url,
-            api_server(url, workdir, key, shlex.split(args.server_wrapper)) as base,
+            api_server(
+                url, workdir, key, shlex.split(args.server_wrapper), args.server_processes
+            ) as base,
             httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=600) as http,
         ):
             result["db_version"] = db_version(kind, url)
@@ -829,6 +833,12 @@ def main(argv: list[str] | None = None) -> int:
         help="raw insert baseline tries (best counts), each adds N rows to the table",
     )
     p.add_argument("--page-sizes", type=parse_ints, default=[10_000, 100_000])
+    p.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="API processes (clearance serve --workers N); default 1",
+    )
     p.add_argument(
         "--server-wrapper",
         default="",

@@ -34,7 +34,8 @@ class TargetIndex:
         """(entries whose customer is in the target group, ids that are not)."""
         if not entries:
             return [], []
-        wanted = np.fromiter((hash(cid) for cid, _ in entries), dtype=np.int64, count=len(entries))
+        ids = [cid for cid, _ in entries]
+        wanted = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
         pos = np.searchsorted(self.hashes, wanted)
         pos[pos == len(self.hashes)] = 0
         found = self.hashes[pos] == wanted if len(self.hashes) else np.zeros(len(entries), bool)

@@ -272,7 +272,7 @@ def _promotion_entries(updates: list[Any]) -> list[tuple[str, bool]]:
         statuses = [entry["Status"] for entry in updates]
     except (TypeError, KeyError):
         ids = statuses = []
-    if ids and valid_customer_ids(ids) and all(s is True or s is False for s in statuses):
+    if ids and valid_customer_ids(ids) and set(map(type, statuses)) == {bool}:
         return list(zip(ids, statuses, strict=True))
     if not updates:
         return []
