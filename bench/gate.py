@@ -79,6 +79,19 @@ def wait_http(url: str, seconds: float = 20) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def free_port_pair() -> int:
+    """A port P with P+1 free too (the bench gateway listens on both)."""
+    for _ in range(100):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free pair of ports")
+
+
 def wait_port(port: int, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -325,7 +338,7 @@ async def timeout_precision(
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="clearance-gate-bench-"))
-    gport = free_port()
+    gport = free_port_pair()
     gw = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "gateway_server.py"), str(gport)],
         stdout=subprocess.DEVNULL,
