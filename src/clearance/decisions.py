@@ -1,18 +1,20 @@
 """The decision log: every triggered decision, written in batches off the hot path.
 
-`append` only queues; a background task writes the queue every `interval` seconds (or sooner when
-`batch` rows are waiting) through the store's bulk route, retrying while the database is away,
-then hands the batch's sends to their channels. `close` drains everything, so nothing
-acknowledged is lost on a clean shutdown.
+`append` only queues; every `interval` seconds (or sooner when `batch` rows are waiting) the queue
+goes to one writer thread, which writes it through the store's bulk route, retries while the
+database is away, then hands the batch's sends to their channels. `close` drains everything, so
+nothing acknowledged is lost on a clean shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
+import queue
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -63,8 +65,14 @@ class DecisionLog:
         self.interval = interval
         self._rows: list[DecisionRow] = []
         self._sends: list[PendingSend] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # One writer thread (one database connection) takes whole batches off the event loop.
+        self._queue: queue.SimpleQueue[tuple[list[DecisionRow], list[PendingSend]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._queued = 0
+        self._count_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
+        self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
 
     def append(self, row: DecisionRow, sends: list[PendingSend] | None = None) -> None:
@@ -72,47 +80,65 @@ class DecisionLog:
         if sends:
             self._sends.extend(sends)
         if len(self._rows) >= self.batch:
-            self._wake.set()
+            self.flush()
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        return len(self._rows) + self._queued
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_loop, name="decision-log", daemon=True
+            )
+            self._writer.start()
+            self._tick()
 
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            self._wake.clear()
-            await self.flush()
+    def _tick(self) -> None:
+        self.flush()
+        if not self._closing:
+            self._ticker = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
-    async def flush(self) -> None:
-        """Write what is queued now; on a database outage keep it and try again later."""
-        while self._rows:
+    def flush(self) -> None:
+        """Hand what is queued now to the writer thread (never blocks the event loop)."""
+        if self._rows:
             rows, self._rows = self._rows, []
             sends, self._sends = self._sends, []
-            self.metrics.decision_log_pending.set(len(rows))
-            try:
-                await asyncio.to_thread(self.store.write_decisions, rows)
-            except StoreUnavailable as exc:
-                log.warning("decision log write failed, will retry: %s", exc)
-                self._rows[:0] = rows
-                self._sends[:0] = sends
-                await asyncio.sleep(min(1.0, self.interval * 10))
-                if self._closing:
-                    continue
+            with self._count_lock:
+                self._queued += len(rows)
+            self.metrics.decision_log_pending.set(self._queued)
+            self._queue.put((rows, sends))
+
+    def _write_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
                 return
-            self.metrics.decision_log_pending.set(len(self._rows))
+            rows, sends = item
+            delay = self.interval
+            while True:
+                try:
+                    self.store.write_decisions(rows)
+                    break
+                except StoreUnavailable as exc:  # keep the batch; try until the database is back
+                    log.warning("decision log write failed, will retry: %s", exc)
+                    time.sleep(delay)
+                    delay = min(1.0, delay * 2)
+            with self._count_lock:
+                self._queued -= len(rows)
+            self.metrics.decision_log_pending.set(self._queued)
             if sends and self.deliver is not None:
-                await asyncio.to_thread(self.deliver, sends)
+                try:
+                    self.deliver(sends)
+                except Exception:
+                    log.exception("handing %d sends to their channels failed", len(sends))
 
     async def close(self, timeout: float = 30.0) -> None:
+        """Write everything appended so far, then stop the writer."""
         self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-        async with asyncio.timeout(timeout):
-            await self.flush()
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self.flush()
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join, timeout)
