@@ -82,10 +82,6 @@ class DecisionLog:
         if len(self._rows) >= self.batch:
             self.flush()
 
-    @property
-    def pending(self) -> int:
-        return len(self._rows) + self._queued
-
     def start(self) -> None:
         if self._writer is None:
             self._writer = threading.Thread(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from clearance.channels import BatchName, ChannelError, Delivery, delivery_for
+from clearance.channels import BatchName, ChannelError, Delivery, delivery_for, send_id
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, format_wire_time
@@ -78,17 +78,15 @@ class Executor:
         else:  # resumed after a crash: read back what was recorded
             sends = [(seq, cid, t) for seq, cid, t, _ in self.store.batch_sends(batch)]
         cid_, ch = batch.campaign_id, batch.channel_id
-        prefix = f"{cid_}-{ch}-"
-        codes, k = campaign.promo_codes, len(campaign.promo_codes)
         records = [
             {
-                "SendID": prefix + str(seq),
+                "SendID": send_id(cid_, ch, seq),
                 "CampaignID": cid_,
                 "ChannelID": ch,
                 "CustomerID": customer_id,
                 "TemplateID": template_id,
                 "ScheduledTime": scheduled,
-                "PromoCode": codes[(seq - 1) % k] if k else "",
+                "PromoCode": campaign.promo_code_for(seq),
             }
             for seq, customer_id, template_id in sends
         ]

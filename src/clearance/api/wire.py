@@ -16,6 +16,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from clearance.api.auth import authenticate
 from clearance.api.responses import JSON
+from clearance.channels import send_id
+from clearance.clock import from_ms
 from clearance.domain import (
     EventType,
     State,
@@ -25,7 +27,7 @@ from clearance.domain import (
     valid_customer_ids,
 )
 from clearance.engine import Engine
-from clearance.errors import InvalidInput, NotAuthenticated, NotFound, PayloadTooLarge
+from clearance.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, PayloadTooLarge
 from clearance.store import Principal
 
 KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
@@ -165,8 +167,6 @@ def _processed_page(
 ) -> bytes:
     c = engine.store.get_campaign(campaign_id)
     if c.extra.get("processed_at") is None:
-        from clearance.errors import Conflict
-
         raise Conflict(
             f"campaign {campaign_id} is {c.state}; its customers are listed once it is processed"
         )
@@ -228,9 +228,6 @@ async def send_details(request: Request, engine: Engine, who: Principal) -> Resp
         for seq, cid, channel, template, scheduled in engine.store.send_details(
             campaign_id, top, skip
         ):
-            from clearance.channels.base import send_id
-            from clearance.clock import from_ms
-
             row: dict[str, Any] = {
                 "CustomerID": cid,
                 "ChannelID": channel,

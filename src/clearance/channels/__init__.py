@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from clearance.channels.base import BatchName, ChannelError, Delivery, SendRecord, delivery_for
+from clearance.channels.base import BatchName, ChannelError, Delivery, delivery_for, send_id
 
-__all__ = ["BatchName", "ChannelError", "Delivery", "SendRecord", "delivery_for"]
+__all__ = ["BatchName", "ChannelError", "Delivery", "delivery_for", "send_id"]

@@ -40,28 +40,6 @@ class BatchName:
         )
 
 
-@dataclass(frozen=True)
-class SendRecord:
-    send_id: str
-    campaign_id: int
-    channel_id: int
-    customer_id: str
-    template_id: int | None
-    scheduled_time: str
-    promo_code: str
-
-    def wire(self) -> dict[str, Any]:
-        return {
-            "SendID": self.send_id,
-            "CampaignID": self.campaign_id,
-            "ChannelID": self.channel_id,
-            "CustomerID": self.customer_id,
-            "TemplateID": self.template_id,
-            "ScheduledTime": self.scheduled_time,
-            "PromoCode": self.promo_code,
-        }
-
-
 def send_id(campaign_id: int, channel_id: int, seq: int) -> str:
     return f"{campaign_id}-{channel_id}-{seq}"
 

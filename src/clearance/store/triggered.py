@@ -158,26 +158,16 @@ class TriggeredStore:
         limit: int = 1000,
     ) -> list[DecisionRow]:
         """Decisions in id (= time) order, paged by key: pass the last id seen as `after`."""
-        where: list[str] = ["1 = 1"]
-        params: list[Any] = []
-        if campaign_key is not None:
-            where.append("campaign_key = ?")
-            params.append(campaign_key)
-        if user_id is not None:
-            where.append("user_id = ?")
-            params.append(user_id)
-        if outcome is not None:
-            where.append("outcome = ?")
-            params.append(outcome)
-        if from_ms is not None:
-            where.append("at >= ?")
-            params.append(from_ms)
-        if to_ms is not None:
-            where.append("at < ?")
-            params.append(to_ms)
-        if after is not None:
-            where.append("decision_id > ?")
-            params.append(after)
+        filters = [
+            ("campaign_key = ?", campaign_key),
+            ("user_id = ?", user_id),
+            ("outcome = ?", outcome),
+            ("at >= ?", from_ms),
+            ("at < ?", to_ms),
+            ("decision_id > ?", after),
+        ]
+        where = ["1 = 1", *(sql for sql, value in filters if value is not None)]
+        params = [value for _, value in filters if value is not None]
         with self.db.reader() as tx:
             rows = tx.fetchall(
                 f"SELECT {', '.join(DECISION_COLUMNS)} FROM decisions WHERE {' AND '.join(where)} "
