@@ -112,6 +112,8 @@ def main() -> None:
     env = {
         **os.environ,
         "CLEARANCE_BOOTSTRAP_API_KEY": KEY,
+        "CLEARANCE_OUTBOUND_ALLOW": "127.0.0.0/8",
+        "CLEARANCE_RATE_LIMIT_PER_SECOND": "0",
         "CLEARANCE_DATABASE_URL": f"sqlite:///{work / 'engine.db'}",
     }
     engine = subprocess.Popen(

@@ -135,6 +135,8 @@ def api_server(
     env = dict(os.environ)
     env.update(
         CLEARANCE_BOOTSTRAP_API_KEY=key,
+        CLEARANCE_OUTBOUND_ALLOW="127.0.0.0/8",
+        CLEARANCE_RATE_LIMIT_PER_SECOND="0",
         CLEARANCE_FILE_CHANNEL_DIR=str(workdir / "sends"),
     )
     log_path = workdir / "server.log"

@@ -92,7 +92,11 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(file_channel_dir=str(tmp_path / "sends"), outbound_timeout_seconds=2.0)
+    return Settings(
+        file_channel_dir=str(tmp_path / "sends"),
+        outbound_timeout_seconds=2.0,
+        outbound_allow="127.0.0.0/8,ops.example",  # loopback test servers; a name in a test
+    )
 
 
 @pytest.fixture

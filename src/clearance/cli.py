@@ -1,4 +1,4 @@
-"""clearance serve · worker · migrate · keys create · demo"""
+"""clearance serve · worker · migrate · keys create|list|revoke · demo · integrator serve"""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from clearance.clock import SystemClock, to_ms
 from clearance.config import Settings
 from clearance.errors import ClearanceError
+from clearance.logs import configure_logging
 from clearance.store import Store, open_store
 
 log = logging.getLogger("clearance")
@@ -71,7 +72,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store.dialect,
         "off" if worker is None else "on",
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        access_log=False,
+        log_config=None,
+    )
     store.close()
     return 0
 
@@ -104,6 +112,7 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Any) 
             workers=args.workers,
             log_level="warning",
             access_log=False,
+            log_config=None,
         )
     finally:
         stop.set()
@@ -138,12 +147,41 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(store: Store, action: str, target: str, **detail: Any) -> None:
+    store.record_audit(to_ms(SystemClock().now()), "cli", action, target, detail)
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     store = open_store(settings.database_url)
-    key_id, key = store.create_api_key(args.type, args.name, to_ms(SystemClock().now()))
+    key_id, key = store.create_api_key(
+        args.type, args.name, to_ms(SystemClock().now()), rate_limit_per_second=args.rate_limit
+    )
+    _audit(store, "key.create", key_id, type=args.type, name=args.name)
     print(key)
     print(f"({key_id}, {args.type}; shown once, store it now)", file=sys.stderr)
+    store.close()
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    store = open_store(_settings(args).database_url)
+    for k in store.list_api_keys():
+        state = "revoked" if k["revoked_at"] is not None else "active"
+        print(f"{k['key_id']}\t{k['access_type']}\t{state}\t{k['name']}")
+    store.close()
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    store = open_store(settings.database_url)
+    store.revoke_api_key(args.key_id, to_ms(SystemClock().now()))
+    _audit(store, "key.revoke", args.key_id)
+    print(
+        f"revoked {args.key_id}; running servers refuse it within {settings.key_cache_seconds:g} s",
+        file=sys.stderr,
+    )
     store.close()
     return 0
 
@@ -216,7 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--type", choices=["admin", "integrations"], required=True)
     p.add_argument("--name", default="")
+    p.add_argument(
+        "--rate-limit", type=float, help="requests/s for this key (default: the server's setting)"
+    )
     p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("list", help="key ids, types and states (never the keys)")
+    _common(p)
+    p.set_defaults(func=cmd_keys_list)
+    p = keys.add_parser("revoke", help="revoke a key by its id")
+    _common(p)
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_keys_revoke)
 
     integrator = sub.add_parser("integrator", help="the operator's side: listener + gateway")
     isub = integrator.add_subparsers(dest="integrator_command", required=True)
@@ -252,10 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.WARNING if args.command == "demo" else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    if args.command == "demo":
+        configure_logging("text", logging.WARNING)
+    else:
+        fmt = os.environ.get("CLEARANCE_LOG_FORMAT", Settings.log_format)
+        configure_logging("text" if fmt == "text" else "json")
     try:
         return int(args.func(args))
     except ClearanceError as exc:

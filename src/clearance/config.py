@@ -17,6 +17,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     # Standard Webhooks secret ("whsec_<base64>") used to sign notifications and channel batches.
+    # To rotate, list the new and the old secret separated by a space: both sign until the old goes.
     signing_secret: str | None = None
     default_clearance_lead_seconds: int = 1800
     worker_poll_seconds: float = 0.5
@@ -40,6 +41,17 @@ class Settings:
     token_idle_seconds: int = 20 * 60
     # how long a checked API key is trusted without a database read (revocation delay)
     key_cache_seconds: float = 10.0
+    # requests per second per API key (a token bucket holding `rate_limit_burst`); 0 = unlimited
+    rate_limit_per_second: float = 1000.0
+    rate_limit_burst: int = 2000
+    # failed logins per username and per client address within 5 minutes before 429
+    login_failures_allowed: int = 5
+    # hosts and networks the server may call (listeners, gateway, channel webhooks), comma
+    # separated: "hooks.example.com, 10.20.0.0/16". Empty: public addresses only. "*": anything.
+    outbound_allow: str = ""
+    # one JSON object per log line ("json") or plain text ("text"); access_log: a line per request
+    log_format: str = "json"
+    access_log: bool = True
     bootstrap_api_key: str | None = None
     bootstrap_user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -94,6 +94,8 @@ def run_demo(database_url: str | None = None) -> int:
         port=engine_port,
         worker_poll_seconds=0.1,
         file_channel_dir=str(workdir / "sends"),
+        # the demo's listener and gateway run on this machine: let the engine call loopback
+        outbound_allow="127.0.0.1",
     )
     print(f"clearance demo — working in {workdir}")
     store = open_store(settings.database_url)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
@@ -20,7 +22,10 @@ from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidIn
 from clearance.membership import MembershipCache
 from clearance.metrics import Metrics
 from clearance.notifier import build_notifications
+from clearance.outbound import OutboundPolicy
 from clearance.store import ApprovalResult, Store
+
+audit_log = logging.getLogger("clearance.audit")
 
 
 @dataclass
@@ -30,10 +35,18 @@ class Engine:
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
     membership: MembershipCache | None = None
+    outbound: OutboundPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         if self.membership is None:
             self.membership = MembershipCache(self.store, self.settings.membership_cache_customers)
+        self.outbound = OutboundPolicy(self.settings.outbound_allow)
+
+    def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
+        """Record who changed what (campaigns, listeners, channels, the gateway, keys).
+        Never pass a secret or a key in `detail`."""
+        self.store.record_audit(self.now_ms(), actor, action, target, detail)
+        audit_log.info("%s %s %s", actor, action, target, extra={"actor": actor, "action": action})
 
     def now_ms(self) -> int:
         return to_ms(self.clock.now())

@@ -56,3 +56,14 @@ class DeadlinePassed(Conflict):
 class StoreUnavailable(ClearanceError):
     status = 503
     title = "Service Unavailable"
+
+
+class TooManyRequests(ClearanceError):
+    """A rate limit: `retry_after` seconds until the caller may try again."""
+
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after

@@ -17,6 +17,7 @@ from clearance.circuit import CircuitBreaker
 from clearance.clock import Clock
 from clearance.gate_http import CallFailed, Poster, poster
 from clearance.metrics import Metrics
+from clearance.outbound import OutboundPolicy, OutboundRefused
 from clearance.signing import webhook_headers
 from clearance.store import GatewayConfig
 from clearance.triggers import TriggeredCampaign
@@ -55,9 +56,12 @@ class Gate:
         breaker: CircuitBreaker | None = None,
         concurrency: int = 64,
         client: str = "aiohttp",
+        outbound: OutboundPolicy | None = None,
     ) -> None:
         self.metrics = metrics
         self.clock = clock
+        self.outbound = outbound or OutboundPolicy("*")
+        self._checked_urls: set[str] = set()
         self.breaker = breaker or CircuitBreaker()
         self.concurrency = concurrency
         self.client_kind = client
@@ -66,7 +70,7 @@ class Gate:
 
     def _http(self) -> Poster:
         if self._poster is None:
-            self._poster = poster(self.client_kind, self.concurrency)
+            self._poster = poster(self.client_kind, self.concurrency, self.outbound)
         return self._poster
 
     async def close(self) -> None:
@@ -88,6 +92,12 @@ class Gate:
             return GateResult(
                 Outcome.TIMEOUT, "the budget is 0 ms; the gateway was not called", 0.0
             )
+        if gateway.url not in self._checked_urls:
+            try:  # a name is checked again as it resolves, by the client's resolver
+                self.outbound.check_url(gateway.url, resolve=False)
+            except OutboundRefused as exc:
+                return GateResult(Outcome.ERROR, exc.message, 0.0)
+            self._checked_urls.add(gateway.url)
         if not self.breaker.allow():
             return GateResult(
                 Outcome.CIRCUIT_OPEN,

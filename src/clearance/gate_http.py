@@ -8,10 +8,15 @@ does not stop its request task.
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 from typing import Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from clearance.outbound import OutboundPolicy
 
 
 class CallFailed(Exception):
@@ -81,15 +86,42 @@ class ReqwestPoster:
         await self.client.close()
 
 
+class PolicyResolver(AbstractResolver):
+    """Resolves names as aiohttp does, then keeps only the addresses the outbound policy allows,
+    so a gateway name that starts resolving to an internal address is refused at connect time."""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+        self.inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        allowed = set(self.policy.filter_resolved(host, [r["host"] for r in found]))
+        kept = [r for r in found if r["host"] in allowed]
+        if not kept:
+            raise OSError(f"{host} resolves only to addresses CLEARANCE_OUTBOUND_ALLOW refuses")
+        return kept
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 class AiohttpPoster:
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, policy: OutboundPolicy | None = None) -> None:
         self.concurrency = concurrency
+        self.policy = policy or OutboundPolicy("*")
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.concurrency, keepalive_timeout=30),
+                connector=aiohttp.TCPConnector(
+                    limit=self.concurrency,
+                    keepalive_timeout=30,
+                    resolver=PolicyResolver(self.policy),
+                ),
                 timeout=aiohttp.ClientTimeout(total=None),
                 skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
                 auto_decompress=False,
@@ -113,14 +145,17 @@ class AiohttpPoster:
                     size += len(chunk)
                 return response.status, b"".join(chunks)
         except (aiohttp.ClientError, OSError) as exc:
-            raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
+            cause = getattr(exc, "os_error", None) or exc  # aiohttp hides a resolver's reason
+            raise CallFailed(f"{type(exc).__name__}: {cause}") from exc
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
 
 
-def poster(kind: str, concurrency: int) -> Poster:
+def poster(kind: str, concurrency: int, policy: OutboundPolicy | None = None) -> Poster:
+    """pyreqwest resolves names itself: with it, names are checked when the gateway is saved and
+    addresses when called, but a name is not re-checked as it resolves."""
     if kind == "aiohttp":
-        return AiohttpPoster(concurrency)
+        return AiohttpPoster(concurrency, policy)
     return ReqwestPoster(concurrency)

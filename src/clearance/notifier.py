@@ -15,6 +15,7 @@ from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, format_wire_time
 from clearance.metrics import Metrics
+from clearance.outbound import OutboundPolicy, OutboundRefused
 from clearance.signing import webhook_headers
 from clearance.store import Notification, Store
 
@@ -103,6 +104,7 @@ class Notifier:
             timeout=settings.outbound_timeout_seconds, follow_redirects=False
         )
         self.rng = rng or random.Random()
+        self.outbound = OutboundPolicy(settings.outbound_allow)
 
     def deliver_due(self, limit: int = 50) -> int:
         """Attempt every notification that is due; return how many were attempted."""
@@ -124,6 +126,7 @@ class Notifier:
             error = "expired before delivery: the event's useful life had passed"
         else:
             try:
+                self.outbound.check_url(n.listener_url, field="ListenerURL")
                 body = n.body.encode()
                 response = self.client.post(
                     n.listener_url,
@@ -137,6 +140,8 @@ class Notifier:
                 error = None if 200 <= status < 300 else f"listener answered HTTP {status}"
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except OutboundRefused as exc:
+                error = f"not sent: {exc.message}"
         duration_ms = int((time.perf_counter() - started) * 1000)
         next_at: int | None = None
         if error is not None:

@@ -22,6 +22,7 @@ from clearance.domain import MAX_ID_LENGTH, format_wire_time
 from clearance.errors import InvalidInput, NotFound
 from clearance.gate import Gate, GateResult, Outcome
 from clearance.metrics import Metrics
+from clearance.outbound import OutboundPolicy
 from clearance.store import DecisionRow, Store
 from clearance.triggers import Match, TriggerIndex
 
@@ -112,6 +113,7 @@ class RealTime:
             ),
             settings.gate_concurrency,
             settings.gate_client,
+            OutboundPolicy(settings.outbound_allow),
         )
         self.log = DecisionLog(
             store, metrics, self._deliver, settings.decision_batch, settings.decision_flush_seconds

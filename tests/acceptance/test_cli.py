@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -38,18 +39,21 @@ class Served:
         self.env = {
             **os.environ,
             "CLEARANCE_BOOTSTRAP_API_KEY": KEY,
+            "CLEARANCE_OUTBOUND_ALLOW": "127.0.0.0/8",
             "CLEARANCE_BOOTSTRAP_USER": "ops:pa55word",
             "CLEARANCE_WORKER_POLL_SECONDS": "0.1",
             "CLEARANCE_FILE_CHANNEL_DIR": str(tmp / "out"),
             "CLEARANCE_DATABASE_URL": database_url,
             **env,
         }
-        self.proc = subprocess.Popen(
-            [*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *extra],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        self.log_path = tmp / f"serve-{self.port}.log"
+        with self.log_path.open("wb") as log:  # a file, not a pipe: nothing blocks on a full pipe
+            self.proc = subprocess.Popen(
+                [*CLI, "serve", "--host", "127.0.0.1", "--port", str(self.port), *extra],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.http = httpx.Client(base_url=self.url, headers={"X-API-KEY": KEY}, timeout=10)
         deadline = time.monotonic() + 20
         while True:
@@ -63,10 +67,7 @@ class Served:
             time.sleep(0.1)
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return ""
-        assert self.proc.stdout
-        return self.proc.stdout.read().decode(errors="replace")
+        return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         self.http.close()
@@ -76,8 +77,6 @@ class Served:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
 
 
 @pytest.fixture
@@ -104,7 +103,13 @@ def wait_for_state(http: httpx.Client, campaign_id: int, state: str, seconds: fl
 def test_migrate_is_versioned_and_idempotent(database_url):
     first = run_cli("migrate", "--database-url", database_url)
     assert first.returncode == 0, first.stderr
-    assert "schema at version 2" in first.stdout
+    latest = max(
+        int(f.name.split("_")[0])
+        for f in resources.files("clearance.store.migrations").iterdir()
+        if f.name.endswith(".sql")
+    )
+    assert latest >= 3
+    assert f"schema at version {latest}" in first.stdout
     second = run_cli("migrate", "--database-url", database_url)
     assert "already current" in second.stdout
 
@@ -312,3 +317,33 @@ def test_demo_runs_and_explains_every_exclusion():
     assert "EXCLUDED  C-1009  refused — promo activation failed" in r.stdout
     assert "SENT      C-1001" in r.stdout
     assert "C-1001: SENT" in r.stdout and "V-77: not sent" in r.stdout
+
+
+def test_cli_keys_logs_are_json_lines_with_request_ids_and_no_keys(served):
+    """keys create / list / revoke from the CLI against a running server, and its log lines."""
+    env = {"CLEARANCE_DATABASE_URL": served.env["CLEARANCE_DATABASE_URL"]}
+    made = run_cli("keys", "create", "--type", "integrations", "--name", "ci", env=env)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    key_id = made.stderr.split("(", 1)[1].split(",", 1)[0]
+    headers = {"X-API-KEY": key, "X-Request-ID": "acc-1"}
+    r = served.http.get("/current/integrations/GetPromotions", headers=headers)
+    assert r.status_code == 200 and r.headers["x-request-id"] == "acc-1"
+    listed = run_cli("keys", "list", env=env)
+    assert key_id in listed.stdout and key not in listed.stdout
+    revoked = run_cli("keys", "revoke", key_id, env=env)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "revoked" in run_cli("keys", "list", env=env).stdout
+    assert run_cli("keys", "revoke", key_id, env=env).returncode == 2  # already revoked
+    served.http.get("/api/v1/audit")
+    lines = [orjson.loads(line) for line in served.output().splitlines() if line.strip()]
+    access = [line for line in lines if line["logger"] == "clearance.access"]
+    mine = [line for line in access if line["request_id"] == "acc-1"]
+    assert mine and mine[0]["status"] == 200 and mine[0]["caller"] == key_id
+    assert all(line["request_id"] for line in access)
+    assert key not in served.output() and KEY not in served.output()
+    audit = served.http.get("/api/v1/audit").json()["entries"]
+    assert [(e["actor"], e["action"]) for e in audit] == [
+        ("cli", "key.create"),
+        ("cli", "key.revoke"),
+    ]

@@ -151,10 +151,14 @@ def test_channel_lead_and_delivery(api, worker, store, tmp_path):
         json={
             "name": "Email",
             "clearance_lead_seconds": 3600,
-            "delivery": {"type": "file", "directory": str(tmp_path / "mail")},
+            "delivery": {"type": "file", "directory": "mail"},
         },
     )
     assert r.status_code == 200
+    for outside in (str(tmp_path / "mail"), "../mail", "a/../../b"):
+        r = api.put("/api/v1/channels/504", json={"delivery": {"directory": outside}})
+        assert r.status_code == 400, outside
+        assert r.json()["field"] == "delivery.directory"
     assert (
         api.put("/api/v1/channels/505", json={"delivery": {"type": "webhook"}}).status_code == 400
     )
@@ -229,8 +233,9 @@ def test_notifications_and_attempts_are_visible(api, worker, listener, store):
     assert note["attempt_log"][0]["status_code"] == 200
 
 
-def test_openapi_document_lists_the_native_api(anon):
-    doc = anon.get("/openapi.json").json()
+def test_openapi_document_lists_the_native_api(api, anon):
+    assert anon.get("/openapi.json").status_code == 401
+    doc = api.get("/openapi.json").json()
     for path in [
         "/api/v1/campaigns",
         "/api/v1/campaigns/{campaign_id}",

@@ -15,13 +15,17 @@ from starlette.exceptions import HTTPException
 
 from clearance import __version__
 from clearance.api import errors
+from clearance.api.admin import admin_router
 from clearance.api.auth import KeyCache, authenticate
 from clearance.api.fast import FastPath
 from clearance.api.native import native_router
+from clearance.api.responses import JSON
 from clearance.api.triggered import events_router, handle_events, triggered_router
 from clearance.api.wire import wire_router
 from clearance.engine import Engine
 from clearance.errors import ClearanceError, PayloadTooLarge
+from clearance.logs import RequestLog, configure_logging, install_request_ids
+from clearance.ratelimit import KeyRateLimiter, LoginThrottle
 from clearance.triggered import RealTime
 
 Scope = MutableMapping[str, Any]
@@ -101,11 +105,21 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
         title="clearance",
         version=__version__,
         description="Conditional execution for customer campaigns. Native API (admin key in "
-        "X-API-KEY); the wire-compatible calls live under /current/.",
+        "X-API-KEY); the wire-compatible calls live under /current/. This document itself "
+        "needs a key too.",
         lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    settings = engine.settings
+    install_request_ids()
     app.state.engine = engine
-    app.state.key_cache = KeyCache(engine.settings.key_cache_seconds)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.rate_limiter = KeyRateLimiter(
+        engine.clock, settings.rate_limit_per_second, settings.rate_limit_burst
+    )
+    app.state.login_throttle = LoginThrottle(engine.clock, settings.login_failures_allowed)
     realtime = RealTime(engine.store, engine.settings, engine.clock, engine.metrics)
     app.state.realtime = realtime
     app.add_exception_handler(ClearanceError, errors.on_clearance_error)
@@ -116,6 +130,12 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
     app.include_router(wire_router())
     app.include_router(native_router())
     app.include_router(triggered_router())
+    app.include_router(admin_router())
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        await authenticate(request, engine)
+        return JSON(app.openapi())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
@@ -124,10 +144,12 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
+        """The one call that needs no key: answers 200 while the database answers."""
         return {"status": "ok", "schema_version": engine.store.db.schema_version()}
 
     app.add_middleware(FastPath, path="/api/v1/events", method="POST", handler=handle_events)
-    app.add_middleware(BodyLimit, limit=engine.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestLog, access_log=settings.access_log)
     return app
 
 
@@ -138,4 +160,5 @@ def app_from_environment() -> FastAPI:
     from clearance.store import open_store
 
     settings = Settings.from_env()
+    configure_logging(settings.log_format)
     return create_app(Engine(open_store(settings.database_url), settings, SystemClock()))

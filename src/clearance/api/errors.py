@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import Request
@@ -10,9 +11,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from clearance.api.responses import JSON
-from clearance.errors import ClearanceError, DeadlinePassed
+from clearance.errors import ClearanceError, DeadlinePassed, TooManyRequests
 
 log = logging.getLogger("clearance.api")
+
+
+def error_headers(exc: ClearanceError) -> dict[str, str] | None:
+    if isinstance(exc, TooManyRequests):
+        return {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
+    return None
 
 
 def error_body(status: int, title: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -31,6 +38,7 @@ async def on_clearance_error(request: Request, exc: Exception) -> JSON:
     return JSON(
         error_body(exc.status, exc.title, exc.message, field=exc.field, **extra),
         status_code=exc.status,
+        headers=error_headers(exc),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -191,6 +192,16 @@ def native_router() -> APIRouter:
         ]
         _check_unique(target)
         created = engine.create_campaign(campaign, target)
+        engine.audit(
+            who.name,
+            "campaign.create",
+            f"campaign:{created.campaign_id}",
+            name=body.name,
+            execute_at=body.execute_at,
+            conditional=body.conditional,
+            draft=body.draft,
+            target_group=len(target),
+        )
         return campaign_out(engine, created.campaign_id)
 
     @r.get("/campaigns/{campaign_id}", response_model=CampaignOut)
@@ -214,16 +225,25 @@ def native_router() -> APIRouter:
         rows = [_target_row(item, i) for i, item in enumerate(items)]
         _check_unique(rows)
         size = await run_in_threadpool(engine.store.add_target, campaign_id, rows)
+        await run_in_threadpool(
+            engine.audit,
+            who.name,
+            "campaign.target_group",
+            f"campaign:{campaign_id}",
+            added=len(rows),
+        )
         return {"added": len(rows), "target_count": size}
 
     @r.post("/campaigns/{campaign_id}/schedule", response_model=CampaignOut)
     def schedule(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
         engine.schedule(campaign_id)
+        engine.audit(who.name, "campaign.schedule", f"campaign:{campaign_id}")
         return campaign_out(engine, campaign_id)
 
     @r.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
     def cancel(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
         engine.cancel(campaign_id)
+        engine.audit(who.name, "campaign.cancel", f"campaign:{campaign_id}")
         return campaign_out(engine, campaign_id)
 
     @r.get("/campaigns/{campaign_id}/customers")
@@ -264,14 +284,23 @@ def native_router() -> APIRouter:
                 raise InvalidInput(
                     "delivery.url is required for webhook delivery", field="delivery.url"
                 )
-            target: str | None = check_listener_url(body.delivery.url)
+            target: str | None = check_listener_url(body.delivery.url, engine, "delivery.url")
         else:
-            target = body.delivery.directory
+            target = _channel_directory(body.delivery.directory)
         engine.store.put_channel(
             ChannelConfig(
                 channel_id, body.name, body.clearance_lead_seconds, body.delivery.type, target
             ),
             engine.now_ms(),
+        )
+        engine.audit(
+            who.name,
+            "channel.put",
+            f"channel:{channel_id}",
+            name=body.name,
+            clearance_lead_seconds=body.clearance_lead_seconds,
+            delivery=body.delivery.type,
+            delivery_target=target,
         )
         return {
             "channel_id": channel_id,
@@ -281,6 +310,20 @@ def native_router() -> APIRouter:
         }
 
     return r
+
+
+def _channel_directory(raw: str | None) -> str | None:
+    """A file channel writes under CLEARANCE_FILE_CHANNEL_DIR: a key holder names a subdirectory,
+    never a path elsewhere on the server."""
+    if raw is None:
+        return None
+    parts = PurePosixPath(raw).parts
+    if not parts or PurePosixPath(raw).is_absolute() or ".." in parts or "\\" in raw:
+        raise InvalidInput(
+            "delivery.directory must be a relative subdirectory of CLEARANCE_FILE_CHANNEL_DIR",
+            field="delivery.directory",
+        )
+    return raw
 
 
 def _target_row(item: Any, i: int) -> tuple[str, str | None]:

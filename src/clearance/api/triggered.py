@@ -18,11 +18,13 @@ from clearance.domain import parse_time
 from clearance.engine import Engine
 from clearance.errors import Conflict, InvalidInput, NotFound
 from clearance.gate import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
+from clearance.signing import mask_secret
 from clearance.store import DecisionRow, GatewayConfig
 from clearance.triggered import RealTime, parse_events
 from clearance.triggers import compile_condition
 
 Name = Annotated[str, Field(max_length=200)]
+Secret = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
 AnyId = Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -73,7 +75,12 @@ class TriggeredIn(Strict):
 class GatewayIn(Strict):
     url: Annotated[str, Field(max_length=2048)]
     timeout_ms: int = DEFAULT_TIMEOUT_MS
-    secret: Annotated[str, Field(max_length=200)] | None = None
+    secret: Secret | None = None
+    previous_secret: Secret | None = Field(
+        None,
+        description="while rotating: the secret being retired; the gateway gets a signature "
+        "for each of the two until a PUT without it",
+    )
     headers: dict[Name, Annotated[str, Field(max_length=2000)]] = Field(
         default_factory=dict, max_length=20
     )
@@ -98,12 +105,13 @@ def _save(engine: Engine, body: TriggeredIn) -> tuple[dict[str, Any], bool]:
 
 
 def _masked(config: GatewayConfig) -> dict[str, Any]:
-    secret = config.secret
+    secrets = (config.secret or "").split()
     return {
         "url": config.url,
         "timeout_ms": config.timeout_ms,
-        "secret": None if not secret else secret[:6] + "…" + "•" * 8,
-        "headers": {k: "•" * 8 for k in config.headers},
+        "secret": mask_secret(secrets[0]) if secrets else None,
+        "previous_secret": mask_secret(secrets[1]) if len(secrets) > 1 else None,
+        "headers": {k: "****" for k in config.headers},
     }
 
 
@@ -119,6 +127,7 @@ def triggered_router() -> APIRouter:
         except NotFound:
             data = _save(engine, body)[0]
             realtime.index.invalidate()
+            engine.audit(who.name, "triggered.create", f"triggered:{body.id}")
             return data
         raise Conflict(f"triggered campaign {body.id} already exists; PUT replaces it", field="id")
 
@@ -143,6 +152,7 @@ def triggered_router() -> APIRouter:
             raise InvalidInput(f"id {body.id} does not match the URL ({campaign_id})", field="id")
         data, created = _save(engine, body)
         realtime.index.invalidate()
+        engine.audit(who.name, "triggered.replace", f"triggered:{body.id}", created=created)
         response.status_code = 201 if created else 200
         return data
 
@@ -152,6 +162,7 @@ def triggered_router() -> APIRouter:
     ) -> dict[str, Any]:
         engine.store.delete_triggered(campaign_id)
         realtime.index.invalidate()
+        engine.audit(who.name, "triggered.delete", f"triggered:{campaign_id}")
         return {"deleted": campaign_id}
 
     @r.put("/triggered_conditional_execution_gateway")
@@ -163,11 +174,24 @@ def triggered_router() -> APIRouter:
                 f"timeout_ms must be between {MIN_TIMEOUT_MS} and {MAX_TIMEOUT_MS}",
                 field="timeout_ms",
             )
+        if body.previous_secret and not body.secret:
+            raise InvalidInput("previous_secret needs a secret", field="previous_secret")
+        secret = " ".join(s for s in (body.secret, body.previous_secret) if s) or None
         config = GatewayConfig(
-            check_listener_url(body.url), body.timeout_ms, body.secret, body.headers
+            check_listener_url(body.url, engine, "url"), body.timeout_ms, secret, body.headers
         )
         engine.store.put_gateway(config, engine.now_ms())
         realtime.index.invalidate()
+        engine.audit(
+            who.name,
+            "gateway.put",
+            "gateway",
+            url=config.url,
+            timeout_ms=config.timeout_ms,
+            signed=bool(secret),
+            rotating=bool(body.previous_secret),
+            headers=sorted(config.headers),
+        )
         return _masked(config)
 
     @r.get("/triggered_conditional_execution_gateway")
@@ -182,6 +206,7 @@ def triggered_router() -> APIRouter:
         if not engine.store.delete_gateway():
             raise NotFound("no gateway is set")
         realtime.index.invalidate()
+        engine.audit(who.name, "gateway.delete", "gateway")
         return {"deleted": True}
 
     @r.get("/api/v1/decisions", response_model=None)

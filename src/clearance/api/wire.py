@@ -6,6 +6,7 @@ applied from a request that fails anywhere.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -27,7 +28,15 @@ from clearance.domain import (
     valid_customer_ids,
 )
 from clearance.engine import Engine
-from clearance.errors import Conflict, InvalidInput, NotAuthenticated, NotFound, PayloadTooLarge
+from clearance.errors import (
+    Conflict,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+)
+from clearance.ratelimit import LoginThrottle
 from clearance.store import Principal
 
 KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
@@ -76,16 +85,17 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def check_listener_url(raw: Any) -> str:
+def check_listener_url(raw: Any, engine: Engine, field: str = "ListenerURL") -> str:
+    """An http(s) URL (URL-encoded accepted) that the outbound allowlist lets the server call."""
     if not isinstance(raw, str) or not raw:
-        raise InvalidInput("ListenerURL is required", field="ListenerURL")
+        raise InvalidInput(f"{field} is required", field=field)
     url = unquote(raw) if raw.lower().startswith(("http%3a", "https%3a")) else raw
     if len(url) > MAX_URL_LENGTH:
-        raise InvalidInput("ListenerURL is too long", field="ListenerURL")
+        raise InvalidInput(f"{field} is too long", field=field)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput("ListenerURL must be an http(s) URL with a host", field="ListenerURL")
-    return url
+        raise InvalidInput(f"{field} must be an http(s) URL with a host", field=field)
+    return engine.outbound.check_url(url, field=field)
 
 
 # --- general -------------------------------------------------------------------------------------
@@ -94,9 +104,18 @@ async def login(request: Request, engine: Engine) -> Response:
     username, password = body.get("Username"), body.get("Password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidInput("Username and Password are required strings", field="Username")
+    throttle: LoginThrottle = request.app.state.login_throttle
+    address = request.client.host if request.client else "?"
+    wait = throttle.retry_after(username, address)
+    if wait:
+        raise TooManyRequests(
+            f"too many failed logins; retry in {math.ceil(wait)} s", retry_after=wait
+        )
     token = await run_in_threadpool(engine.store.login, username, password, engine.now_ms())
     if token is None:
+        throttle.failed(username, address)
         raise NotAuthenticated("wrong username or password")
+    throttle.succeeded(username)
     return JSON(token)
 
 
@@ -112,9 +131,16 @@ async def register_listener(request: Request, engine: Engine, who: Principal) ->
     channel = _int(body.get("ChannelID"), "ChannelID", required=False, minimum=1)
     if event_type == EventType.CLEARANCE_REQUIRED and channel is not None:
         raise InvalidInput("EventTypeID 5 is registered without a ChannelID", field="ChannelID")
-    url = check_listener_url(body.get("ListenerURL"))
+    url = await run_in_threadpool(check_listener_url, body.get("ListenerURL"), engine)
     await run_in_threadpool(
         engine.store.register_listener, event_type, channel, url, engine.now_ms()
+    )
+    await run_in_threadpool(
+        engine.audit,
+        who.name,
+        "listener.register",
+        f"listener:{event_type}:{channel or 0}",
+        url=url,
     )
     return _ok()
 
@@ -125,6 +151,9 @@ async def unregister_listener(request: Request, engine: Engine, who: Principal) 
     channel = _int(body.get("ChannelID"), "ChannelID", required=False, minimum=1)
     assert event_type is not None
     await run_in_threadpool(engine.store.unregister_listener, event_type, channel)
+    await run_in_threadpool(
+        engine.audit, who.name, "listener.unregister", f"listener:{event_type}:{channel or 0}"
+    )
     return _ok()
 
 
@@ -310,6 +339,9 @@ def _promo_list(body: Any, need_name: bool) -> list[tuple[str, str]]:
 async def add_promotions(request: Request, engine: Engine, who: Principal) -> Response:
     promos = _promo_list(await read_json(request, engine), need_name=True)
     await run_in_threadpool(engine.store.add_promotions, promos, engine.now_ms())
+    await run_in_threadpool(
+        engine.audit, who.name, "promotions.add", "promotions", codes=[c for c, _ in promos]
+    )
     return _ok()
 
 
@@ -320,6 +352,9 @@ async def get_promotions(request: Request, engine: Engine, who: Principal) -> Re
 async def delete_promotions(request: Request, engine: Engine, who: Principal) -> Response:
     promos = _promo_list(await read_json(request, engine), need_name=False)
     await run_in_threadpool(engine.store.delete_promotions, [c for c, _ in promos])
+    await run_in_threadpool(
+        engine.audit, who.name, "promotions.delete", "promotions", codes=[c for c, _ in promos]
+    )
     return _ok()
 
 
@@ -346,12 +381,12 @@ def wire_router() -> APIRouter:
         name = f"{area.lower()}/{function.lower()}"
         if name == "general/login" and request.method == "POST":
             return await login(request, engine)
+        principal = await authenticate(request, engine)  # first: no key, no map of the calls
         handler = ROUTES.get((request.method, name))
         if handler is None:
             if any(key[1] == name for key in ROUTES):
                 raise InvalidInput(f"{area}/{function} does not accept {request.method}")
             raise NotFound(f"unknown call {area}/{function}")
-        principal = await authenticate(request, engine)
         return await handler(request, engine, principal)
 
     return router

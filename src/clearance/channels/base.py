@@ -3,6 +3,7 @@ for the file adapter and carries the same `webhook-id` for the webhook adapter."
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -56,5 +57,6 @@ def delivery_for(config: ChannelConfig | None, settings: Settings, clock: Clock)
         if not config.target:
             raise ChannelError(f"channel {config.channel_id} has webhook delivery but no url")
         return WebhookDelivery(config.target, settings, clock)
-    directory = (config.target if config and config.target else None) or settings.file_channel_dir
-    return FileDelivery(directory)
+    base = settings.file_channel_dir
+    subdirectory = config.target if config and config.target else None
+    return FileDelivery(os.path.join(base, subdirectory) if subdirectory else base)

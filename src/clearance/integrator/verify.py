@@ -21,10 +21,11 @@ class Rejected(Exception):
 
 class Verifier:
     """Checks `webhook-signature` (v1, HMAC-SHA256), that `webhook-timestamp` is within
-    `tolerance_seconds` of now, and that a `webhook-id` is not seen twice within that window."""
+    `tolerance_seconds` of now, and that a `webhook-id` is not seen twice within that window.
+    `secret` may hold two secrets separated by a space while one is rotated: either verifies."""
 
     def __init__(self, secret: str, clock: Clock, tolerance_seconds: float = 300) -> None:
-        self.webhook = Webhook(secret)
+        self.webhooks = [Webhook(one) for one in secret.split()]
         self.clock = clock
         self.tolerance = tolerance_seconds
         self._seen: OrderedDict[str, float] = OrderedDict()
@@ -42,23 +43,27 @@ class Verifier:
         now = self.clock.now().timestamp()
         if abs(now - sent_at) > self.tolerance:
             raise Rejected(400, "webhook-timestamp is outside the tolerance (stale or future)")
-        expected = self.webhook.sign(
-            msg_id, datetime.fromtimestamp(sent_at, UTC), body.decode(errors="replace")
-        ).split(",", 1)[1]
-        expected_raw = base64.b64decode(expected)
-        for candidate in signatures.split(" "):
-            version, _, value = candidate.partition(",")
-            if version != "v1":
-                continue
-            try:
-                if hmac.compare_digest(expected_raw, base64.b64decode(value)):
-                    break
-            except ValueError:
-                continue
-        else:
+        when, text = datetime.fromtimestamp(sent_at, UTC), body.decode(errors="replace")
+        expected = [
+            base64.b64decode(webhook.sign(msg_id, when, text).split(",", 1)[1])
+            for webhook in self.webhooks
+        ]
+        if not any(hmac.compare_digest(want, got) for want in expected for got in _v1(signatures)):
             raise Rejected(401, "no valid signature")
         while self._seen and next(iter(self._seen.values())) < now - self.tolerance:
             self._seen.popitem(last=False)
         if msg_id in self._seen:
             raise Rejected(409, f"message {msg_id} was already received (replay)")
         self._seen[msg_id] = now
+
+
+def _v1(signatures: str) -> list[bytes]:
+    found = []
+    for candidate in signatures.split(" "):
+        version, _, value = candidate.partition(",")
+        if version == "v1":
+            try:
+                found.append(base64.b64decode(value, validate=True))
+            except ValueError:
+                continue
+    return found

@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from clearance.errors import Conflict, InvalidInput, NotFound
 from clearance.store.db import Database
 
@@ -15,8 +17,36 @@ ACCESS_TYPES = ("admin", "integrations")
 
 
 def hash_key(key: str) -> str:
-    # API keys carry 256 bits of randomness, so a fast hash is safe for them (unlike passwords).
+    """Unsalted digest, for random session tokens only (looked up by their digest)."""
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+def salted_key_hash(key: str, salt: bytes | None = None) -> str:
+    # Generated keys carry 256 bits of randomness, so one salted SHA-256 is enough (a slow hash, as
+    # for passwords, buys nothing against brute force here and would cost every uncached call).
+    salt = salt or secrets.token_bytes(16)
+    return f"sha256${salt.hex()}${hashlib.sha256(salt + key.encode()).hexdigest()}"
+
+
+def key_matches(key: str, stored: str) -> bool:
+    """Constant-time check of a key against its stored hash (salted, or a pre-0003 bare digest)."""
+    if stored.startswith("sha256$"):
+        _, salt_hex, _ = stored.split("$")
+        return hmac.compare_digest(salted_key_hash(key, bytes.fromhex(salt_hex)), stored)
+    return hmac.compare_digest(hash_key(key), stored)
+
+
+KEY_PREFIX = "clr_"
+MIN_CHOSEN_KEY_LENGTH = 24
+
+
+def key_id_of(key: str) -> str | None:
+    """Generated keys read `clr_<12 hex id>_<secret>`; the id finds the row without the secret."""
+    if len(key) > 17 and key.startswith(KEY_PREFIX) and key[16] == "_":
+        kid = key[4:16]
+        if all(c in "0123456789abcdef" for c in kid):
+            return "key_" + kid
+    return None
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -36,8 +66,9 @@ def check_password(password: str, stored: str) -> bool:
 
 @dataclass(frozen=True)
 class Principal:
-    name: str
+    name: str  # the key id, or the login user name
     access_type: str
+    rate_limit_per_second: float | None = None  # None: the server's setting
 
 
 @dataclass(frozen=True)
@@ -54,31 +85,84 @@ class AccessStore:
 
     # --- API keys -------------------------------------------------------------------------------
     def create_api_key(
-        self, access_type: str, name: str, now_ms: int, key: str | None = None
+        self,
+        access_type: str,
+        name: str,
+        now_ms: int,
+        key: str | None = None,
+        rate_limit_per_second: float | None = None,
     ) -> tuple[str, str]:
-        """Create a key; return (key_id, key). The key itself is never stored or shown again."""
+        """Create a key; return (key_id, key). Only a salted hash is stored: the key is shown once.
+
+        A chosen `key` (CLEARANCE_BOOTSTRAP_API_KEY) must be at least 24 characters; creating the
+        same chosen key again returns the existing one."""
         if access_type not in ACCESS_TYPES:
             raise InvalidInput(f"access type must be one of {ACCESS_TYPES}", field="type")
-        key = key or "clr_" + secrets.token_urlsafe(32)
-        key_id = "key_" + hash_key(key)[:12]
+        if key is None:
+            kid = secrets.token_hex(6)
+            key = f"{KEY_PREFIX}{kid}_{secrets.token_urlsafe(32)}"
+            key_id, by_scan = "key_" + kid, 0
+        else:
+            if len(key) < MIN_CHOSEN_KEY_LENGTH or len(key) > 256 or not key.isprintable():
+                raise InvalidInput(
+                    f"a chosen API key must be {MIN_CHOSEN_KEY_LENGTH} to 256 printable characters",
+                    field="key",
+                )
+            found = self.principal_for_key(key)
+            if found is not None:
+                return found.name, key
+            key_id, by_scan = "key_" + secrets.token_hex(6), 1
         with self.db.transaction() as tx:
-            if tx.fetchone("SELECT 1 FROM api_keys WHERE key_hash = ?", (hash_key(key),)):
-                return key_id, key
             tx.execute(
-                "INSERT INTO api_keys (key_id, key_hash, access_type, name, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (key_id, hash_key(key), access_type, name, now_ms),
+                "INSERT INTO api_keys (key_id, key_hash, access_type, name, created_at, "
+                "rate_limit_per_second, by_scan) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key_id,
+                    salted_key_hash(key),
+                    access_type,
+                    name,
+                    now_ms,
+                    rate_limit_per_second,
+                    by_scan,
+                ),
             )
         return key_id, key
 
     def principal_for_key(self, key: str) -> Principal | None:
+        """The active key's principal, or None. Generated keys are found by their id; chosen and
+        pre-0003 keys by checking each such key's salted hash (there are only a few)."""
+        columns = "key_id, access_type, rate_limit_per_second, key_hash FROM api_keys"
+        key_id = key_id_of(key)
         with self.db.reader() as tx:
-            row = tx.fetchone(
-                "SELECT key_id, access_type FROM api_keys WHERE key_hash = ? "
-                "AND revoked_at IS NULL",
-                (hash_key(key),),
+            rows = (
+                tx.fetchall(
+                    f"SELECT {columns} WHERE key_id = ? AND revoked_at IS NULL AND by_scan = 0",
+                    (key_id,),
+                )
+                if key_id
+                else []
             )
-        return Principal(row[0], row[1]) if row else None
+            if not rows:
+                rows = tx.fetchall(f"SELECT {columns} WHERE by_scan = 1 AND revoked_at IS NULL")
+        for row in rows:
+            if key_matches(key, row[3]):
+                if not row[3].startswith("sha256$"):
+                    self._resalt(row[0], key)
+                return Principal(row[0], row[1], row[2])
+        return None
+
+    def _resalt(self, key_id: str, key: str) -> None:
+        with self.db.transaction() as tx:
+            tx.execute(
+                "UPDATE api_keys SET key_hash = ? WHERE key_id = ?", (salted_key_hash(key), key_id)
+            )
+
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        with self.db.reader() as tx:
+            return tx.fetchdicts(
+                "SELECT key_id, access_type, name, created_at, revoked_at, rate_limit_per_second "
+                "FROM api_keys ORDER BY created_at, key_id"
+            )
 
     def revoke_api_key(self, key_id: str, now_ms: int) -> None:
         with self.db.transaction() as tx:
@@ -87,6 +171,42 @@ class AccessStore:
                 (now_ms, key_id),
             ):
                 raise NotFound(f"no active key {key_id}")
+
+    # --- audit trail ----------------------------------------------------------------------------
+    def record_audit(
+        self, at_ms: int, actor: str, action: str, target: str, detail: dict[str, Any]
+    ) -> None:
+        """One line of the audit trail; ids grow in the order lines are written."""
+        with self.db.transaction() as tx:
+            tx.execute(
+                "INSERT INTO audit_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (at_ms, actor, action, target, orjson.dumps(detail).decode()),
+            )
+
+    def audit_page(self, after: int, limit: int, target: str | None = None) -> list[dict[str, Any]]:
+        where: list[str] = ["audit_id > ?"]
+        params: list[Any] = [after]
+        if target is not None:
+            where.append("target = ?")
+            params.append(target)
+        with self.db.reader() as tx:
+            rows = tx.fetchall(
+                "SELECT audit_id, at, actor, action, target, detail FROM audit_log WHERE "
+                + " AND ".join(where)
+                + " ORDER BY audit_id LIMIT ?",
+                [*params, limit],
+            )
+        return [
+            {
+                "audit_id": int(r[0]),
+                "at": int(r[1]),
+                "actor": r[2],
+                "action": r[3],
+                "target": r[4],
+                "detail": orjson.loads(r[5]),
+            }
+            for r in rows
+        ]
 
     # --- login users and session tokens ---------------------------------------------------------
     def upsert_user(self, username: str, password: str, access_type: str, now_ms: int) -> None:

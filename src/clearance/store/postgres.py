@@ -142,7 +142,11 @@ class PostgresDatabase(Database):
 
     def table_options(self) -> dict[str, str]:
         # Room on each page lets approval updates stay HOT (no index churn).
-        return {"table_options": "WITH (fillfactor = 45)", "table_options_plain": ""}
+        return {
+            "table_options": "WITH (fillfactor = 45)",
+            "table_options_plain": "",
+            "serial_key": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        }
 
     def migration_lock(self, tx: Tx) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(7265120)")

@@ -143,7 +143,11 @@ class SQLiteDatabase(Database):
         self._local = threading.local()
 
     def table_options(self) -> dict[str, str]:
-        return {"table_options": "WITHOUT ROWID", "table_options_plain": "WITHOUT ROWID"}
+        return {
+            "table_options": "WITHOUT ROWID",
+            "table_options_plain": "WITHOUT ROWID",
+            "serial_key": "INTEGER PRIMARY KEY AUTOINCREMENT",
+        }
 
     def migration_lock(self, tx: Tx) -> None:
         pass  # BEGIN IMMEDIATE already excludes every other writer
