@@ -125,7 +125,6 @@ class Engine:
             "CLEARANCE_BOOTSTRAP_API_KEY": KEY,
             "CLEARANCE_OUTBOUND_ALLOW": "127.0.0.0/8",
             "CLEARANCE_RATE_LIMIT_PER_SECOND": "0",  # measure the engine, not the limiter
-            "CLEARANCE_ACCESS_LOG": "false",
             "CLEARANCE_GATE_CONCURRENCY": str(concurrency),
             "CLEARANCE_GATE_CLIENT": client,
             # the timeout probes fail on purpose: keep the breaker from (rightly) opening
