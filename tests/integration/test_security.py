@@ -111,6 +111,19 @@ def test_every_endpoint_but_the_health_check_refuses_a_call_without_a_key(app, a
         assert wrong.status_code == 401, (method, path)
 
 
+def test_metrics_take_the_key_as_a_bearer_token_too(api, anon, integrations_key):
+    """Prometheus sends `authorization: credentials` as `Authorization: Bearer …`."""
+    r = anon.get("/metrics", headers={"Authorization": f"Bearer {integrations_key}"})
+    assert r.status_code == 200 and "clearance_" in r.text
+    assert (
+        anon.get("/metrics", headers={"Authorization": "Bearer nope" + "x" * 30}).status_code == 401
+    )
+    assert (
+        anon.get("/metrics", headers={"Authorization": f"Basic {integrations_key}"}).status_code
+        == 401
+    )
+
+
 def test_an_integrations_key_cannot_administer(app, anon, integrations_key):
     admin_only = [
         (m, p)

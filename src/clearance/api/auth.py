@@ -53,6 +53,9 @@ def limiter(request: Request) -> KeyRateLimiter | None:
 
 async def authenticate(request: Request, engine: Engine, admin: bool = False) -> Principal:
     key = request.headers.get("x-api-key")
+    if not key:  # what Prometheus and most tools send: `Authorization: Bearer <key>`
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        key = credentials.strip() if scheme.lower() == "bearer" else None
     principal: Principal | None = None
     if key:
         cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
