@@ -44,7 +44,7 @@ class Settings:
     # requests per second per API key (a token bucket holding `rate_limit_burst`); 0 = unlimited
     rate_limit_per_second: float = 1000.0
     rate_limit_burst: int = 2000
-    # failed logins per username and per client address within 5 minutes before 429
+    # failed logins per user name (4x that per client address) within 5 minutes before 429
     login_failures_allowed: int = 5
     # hosts and networks the server may call (listeners, gateway, channel webhooks), comma
     # separated: "hooks.example.com, 10.20.0.0/16". Empty: public addresses only. "*": anything.

@@ -42,8 +42,11 @@ class KeyRateLimiter:
 
 
 class LoginThrottle:
-    """At most `allowed` failed logins per user name and per client address in `window` seconds;
-    past that, login answers 429 (even with the right password) until the window moves on."""
+    """At most `allowed` failed logins per user name, and 4 x `allowed` per client address (many
+    users may share one address behind a proxy), in `window` seconds; past that, login answers
+    429 (even with the right password) until the window moves on."""
+
+    ADDRESS_FACTOR = 4
 
     def __init__(self, clock: Clock, allowed: int, window: float = 300.0) -> None:
         self.clock = clock
@@ -66,8 +69,11 @@ class LoginThrottle:
         with self._lock:
             waits = [
                 failures[0] + self.window - now
-                for who in (f"user:{username}", f"addr:{address}")
-                if len(failures := self._recent(who, now)) >= self.allowed
+                for who, allowed in (
+                    (f"user:{username}", self.allowed),
+                    (f"addr:{address}", self.allowed * self.ADDRESS_FACTOR),
+                )
+                if len(failures := self._recent(who, now)) >= allowed
             ]
         return max(waits, default=0.0)
 
