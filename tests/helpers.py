@@ -15,6 +15,7 @@ def new_campaign(
     channels: tuple[int, ...] = (504,),
     lead: int | None = None,
     campaign_id: int = 0,
+    customer_ids: list[str] | None = None,
 ) -> Campaign:
     c = Campaign(
         campaign_id=campaign_id,
@@ -29,4 +30,5 @@ def new_campaign(
         state=State.SCHEDULED,
         clearance_lead_seconds=lead,
     )
-    return engine.create_campaign(c, [(f"c{i}", None) for i in range(customers)])
+    ids = customer_ids if customer_ids is not None else [f"c{i}" for i in range(customers)]
+    return engine.create_campaign(c, [(cid, None) for cid in ids])

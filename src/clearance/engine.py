@@ -103,16 +103,18 @@ class Engine:
                 field="PromosUpdated",
             )
         deduped = dict(entries)  # the last word on a customer within one call wins
+        if len(deduped) < len(entries):
+            entries = list(deduped.items())
         try:
-            result = self._approve(campaign_id, list(deduped.items()))
+            result = self._approve(campaign_id, entries)
         except ClearanceError:
-            self.metrics.approvals.labels("refused").inc(len(deduped))
+            self.metrics.approvals.labels("refused").inc(len(entries))
             raise
         self.metrics.approvals.labels("accepted").inc(result.applied)
         self.metrics.approvals.labels("not_in_target_group").inc(len(result.not_in_target_group))
         return result
 
-    def _approve(self, campaign_id: int, entries: list[tuple[str, bool]]) -> ApprovalResult:
+    def _approve(self, campaign_id: int, entries: Sequence[tuple[str, bool]]) -> ApprovalResult:
         try:
             assert self.membership is not None
             index = self.membership.index_for(campaign_id)

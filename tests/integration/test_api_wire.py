@@ -180,6 +180,16 @@ def test_update_promotion_status_rules(api, engine, worker, store, clock):
     assert bad_entry.json()["field"] == "PromosUpdated[1].Status"
     long_id = approve(api, c.campaign_id, [("c1", True), ("x" * 500, True)])
     assert long_id.status_code == 400 and "CustomerID" in long_id.json()["field"]
+    # control characters arrive escaped (\u0001, \n) or as a raw DEL, which JSON allows
+    for control in ["c\x01x", "c\nx", "c\x7fx"]:
+        r = approve(api, c.campaign_id, [("c1", True), (control, True)])
+        assert r.status_code == 400, repr(control)
+        assert r.json()["field"] == "PromosUpdated[1].CustomerID"
+    raw_del = b'{"CampaignID": %d, "PromosUpdated": [{"CustomerID": "c\x7fx", "Status": true}]}'
+    r = api.post(
+        APPROVE, content=raw_del % c.campaign_id, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400 and r.json()["field"] == "PromosUpdated[0].CustomerID"
     for raw in [
         b"{not json",
         b"[]",

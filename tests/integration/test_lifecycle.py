@@ -118,6 +118,37 @@ def test_customers_outside_the_target_group_are_named_and_the_rest_apply(engine,
     assert store.counts(c.campaign_id)["approved"] == 2
 
 
+def test_a_large_call_keeps_every_word_and_names_every_stranger_in_order(engine, worker, store):
+    """A call bigger than the chunks the store streams approvals in: each customer's word lands,
+    strangers from every part of the call are named in call order, and the last word wins."""
+    c = new_campaign(engine, 4_500)
+    worker.drain()
+    entries = [(f"c{i}", i % 7 != 0) for i in range(4_500)]
+    strangers = ["ghost-a", "ghost-b", "ghost-c"]
+    entries.insert(10, (strangers[0], True))
+    entries.insert(2_500, (strangers[1], False))
+    entries.append((strangers[2], True))
+    entries.append(("c1", False))  # a second word on c1 in the same call: this one counts
+    result = engine.approve(c.campaign_id, entries)
+    assert result.applied == 4_500
+    assert result.not_in_target_group == strangers
+    approved = {o.customer_id for o in store.customer_outcomes(c.campaign_id, "approved", 0, 10**6)}
+    assert approved == {f"c{i}" for i in range(4_500) if i % 7 != 0 and i != 1}
+
+
+def test_customer_ids_with_copy_syntax_characters_are_stored_as_sent(engine, worker, store, clock):
+    """Backslashes mean something to PostgreSQL's COPY text format (`\\N` is its NULL); such ids
+    must reach the approvals log, and the sends, exactly as the listener sent them."""
+    odd = ["a\\b", "\\N", "tail\\", "\\t not a tab", "plain"]
+    c = new_campaign(engine, customer_ids=odd)
+    worker.drain()
+    result = engine.approve(c.campaign_id, [(cid, cid != "plain") for cid in odd])
+    assert result.applied == len(odd) and result.not_in_target_group == []
+    clock.advance(hours=2)
+    worker.drain()
+    assert sorted(s[1] for s in sends_of(store, c.campaign_id)) == sorted(odd[:-1])
+
+
 def test_approval_rules(engine, worker, store):
     with pytest.raises(NotFound):
         engine.approve(999, [("c0", True)])

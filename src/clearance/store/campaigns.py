@@ -99,6 +99,7 @@ FREEZE_APPROVALS = (
 )
 
 
+APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
 SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[tuple[str, bool]], list[str]]]
 
 
@@ -256,13 +257,17 @@ class CampaignStore:
                 late = [cid for cid, status in entries if status]
             else:
                 if split_members is not None:  # membership known in memory: a plain bulk insert
-                    members, missing = split_members(entries)
-                    tx.copy_rows(
-                        "approvals",
-                        ("campaign_id", "customer_id", "status", "at"),
-                        [(campaign_id, cid, status, now) for cid, status in members],
-                    )
-                    return ApprovalResult(applied=len(members), not_in_target_group=missing)
+                    missing: list[str] = []
+
+                    def members() -> Iterator[Sequence[tuple[str, bool]]]:
+                        # a chunk at a time, so the database stores one while the next is split
+                        for lo in range(0, len(entries), APPROVAL_CHUNK):
+                            chunk, outside = split_members(entries[lo : lo + APPROVAL_CHUNK])
+                            missing.extend(outside)
+                            yield chunk
+
+                    applied = tx.append_approvals(campaign_id, members(), now)
+                    return ApprovalResult(applied=applied, not_in_target_group=missing)
                 matched = tx.insert_approvals(campaign_id, entries, now)
                 missing = []
                 if matched < len(entries):

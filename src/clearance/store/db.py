@@ -7,7 +7,7 @@ group loads, approvals, sends) are methods here so each database can use its fas
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -39,6 +39,15 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
         """Bulk insert through the backend's fastest route."""
+
+    def append_approvals(
+        self, campaign_id: int, chunks: Iterable[Sequence[tuple[str, bool]]], at_ms: int
+    ) -> int:
+        """Append approvals already known to be for target-group members, arriving in chunks (a
+        backend may store one while the next is prepared); return how many were appended."""
+        rows = [(campaign_id, cid, status, at_ms) for chunk in chunks for cid, status in chunk]
+        self.copy_rows("approvals", ("campaign_id", "customer_id", "status", "at"), rows)
+        return len(rows)
 
     @abc.abstractmethod
     def insert_approvals(
