@@ -97,8 +97,11 @@ def _round(
                     with lock:
                         freeze["started"] = len(results)
                     # the freeze competes with approvals for the campaign row: keep trying
+                    attempts = 0
                     while store.get_campaign(cid).state == State.AWAITING_CLEARANCE:
                         worker.run_once()
+                        attempts += 1
+                    freeze["attempts"] = attempts
                     with lock:
                         freeze["done"] = len(results)
                 next_tick += rng.randint(2, 12)
@@ -147,6 +150,7 @@ def _round(
         "sent": len(sent),
         "lost": len(lost),
         "let_in": len(let_in),
+        "freeze_attempts": freeze["attempts"],
         # acknowledged with a 200 while the worker was taking the freeze
         "ok_during_freeze": sum(
             1 for x in order[freeze["started"] : freeze["done"]] if results[x][0] == 200
@@ -178,6 +182,7 @@ def test_approvals_racing_the_freeze_are_either_honoured_or_refused(
         f"threads={THREADS} ok_200={total['ok']} refused_409={total['refused']} "
         f"other={total['other']} sent={total['sent']} lost={total['lost']} "
         f"let_in={total['let_in']} ok_during_freeze={total['ok_during_freeze']} "
+        f"freeze_attempts={[r['freeze_attempts'] for r in rounds]} "
         f"per_round={[(r['ok'], r['refused']) for r in rounds]} "
         f"time={time.monotonic() - started:.1f}s seed={seed}"
     )

@@ -87,13 +87,20 @@ def test_four_worker_processes_run_each_step_of_fifty_simultaneous_campaigns_onc
                 [(f"k{cid}-{i}", None) for i in range(CUSTOMERS)],
             )
         deadline = time.monotonic() + 90
+        holders: set[str] = set()  # workers seen holding a campaign lease (a sample, not proof)
         while time.monotonic() < deadline:
             with store.db.reader() as tx:
                 row = tx.fetchone("SELECT COUNT(*) FROM campaigns WHERE state = 'executed'")
+                holders.update(
+                    r[0]
+                    for r in tx.fetchall(
+                        "SELECT DISTINCT lease_owner FROM campaigns WHERE lease_owner IS NOT NULL"
+                    )
+                )
             if row and int(row[0]) == CAMPAIGNS:
                 break
             assert all(w.alive() for w in workers), log.read_text()[-3000:]
-            time.sleep(0.1)
+            time.sleep(0.02)
         # the outbox is drained too (EventTypeID 1 is enqueued by the last step)
         while time.monotonic() < deadline and store.pending_notification_count():
             time.sleep(0.1)
@@ -154,6 +161,7 @@ def test_four_worker_processes_run_each_step_of_fifty_simultaneous_campaigns_onc
     assert "step failed" not in worker_log, worker_log[-3000:]
     print(
         f"\n[drill racing] db=postgresql workers={WORKERS} campaigns={CAMPAIGNS} "
+        f"workers_seen_holding_leases={len(holders)} "
         f"executed={states[State.EXECUTED]} notifications={len(outbox)} "
         f"listener_events={sum(seen.values())} step_repeats={step_repeats} "
         f"approvals_ok={len(approved)} approvals_refused={len(refused)} "
