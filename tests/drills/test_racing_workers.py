@@ -153,6 +153,8 @@ def test_four_worker_processes_run_each_step_of_fifty_simultaneous_campaigns_onc
     expected_sends = {(cid, x, ch) for cid, xs in approved.items() for x in xs for ch in CHANNELS}
     assert duplicates == 0
     assert set(per_send) == expected_sends
+    # the listener answered every campaign's EventTypeID 5 with an approval call
+    assert sorted([*approved, *(cid for cid, _ in refused)]) == list(range(1, CAMPAIGNS + 1))
     assert approved, f"no approval arrived in time: {refused}"
     assert [int(b[3]) for b in batches] == [1] * len(batches)
     ids = file_channel_send_ids(out)
