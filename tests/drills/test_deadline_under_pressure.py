@@ -5,6 +5,9 @@ last second before ClearanceRequiredBy and the second after it, while another th
 clock across the deadline and runs the worker's freeze. Every approval acknowledged with a 200 must
 be honoured (the customer gets the send); every one refused with 409 must not be; nothing else may
 be answered. Several rounds, on SQLite and on PostgreSQL.
+
+Free-running threads rarely hit the narrowest window (an approval that has read the clock inside
+its transaction when the freeze starts), so a second test forces exactly that interleaving.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from clearance.store import Store
 from tests.helpers import new_campaign
 
 ROUNDS = 4
-CUSTOMERS = 300
+CALLS = 300  # per round
+PER_CALL = 10  # customers per approval call
+CUSTOMERS = CALLS * PER_CALL
 THREADS = 8
 
 
@@ -46,13 +51,14 @@ def _round(
     assert crb is not None
     clock.set(crb - timedelta(seconds=1))  # the last second before the deadline
 
-    todo = [f"c{i}" for i in range(CUSTOMERS)]
-    rng.shuffle(todo)
+    ids = [f"c{i}" for i in range(CUSTOMERS)]
+    rng.shuffle(ids)
+    todo = [ids[i : i + PER_CALL] for i in range(0, CUSTOMERS, PER_CALL)]
+    answered: list[list[str]] = []  # calls in the order their answers came back
     results: dict[str, tuple[int, dict[str, object]]] = {}
     lock = threading.Condition()
     failures: list[BaseException] = []
     freeze: dict[str, int] = {}
-    order: list[str] = []  # customers in the order their answers came back
 
     def approver() -> None:
         try:
@@ -61,17 +67,18 @@ def _round(
                     with lock:
                         if not todo:
                             return
-                        customer = todo.pop()
+                        group = todo.pop()
                     r = http.post(
                         "/current/integrations/UpdateCustomerPromotionStatus",
                         json={
                             "CampaignID": cid,
-                            "PromosUpdated": [{"CustomerID": customer, "Status": True}],
+                            "PromosUpdated": [{"CustomerID": x, "Status": True} for x in group],
                         },
                     )
                     with lock:
-                        results[customer] = (r.status_code, r.json())
-                        order.append(customer)
+                        for x in group:
+                            results[x] = (r.status_code, r.json())
+                        answered.append(group)
                         lock.notify_all()
         except BaseException as exc:  # surfaced by the main thread
             failures.append(exc)
@@ -80,14 +87,14 @@ def _round(
         """Advance the clock in small random steps as answers come back, landing exactly on the
         deadline once; freeze as soon as the deadline is reached; stop a second past it."""
         try:
-            next_tick = rng.randint(CUSTOMERS // 5, CUSTOMERS // 3)
+            next_tick = rng.randint(CALLS // 5, CALLS // 3)
             end = crb + timedelta(seconds=1)
             while clock.now() < end:
                 with lock:
-                    while len(results) < next_tick and todo:
+                    while len(answered) < next_tick and todo:
                         lock.wait(1)
-                    if not todo and len(results) < next_tick:
-                        next_tick = len(results)
+                    if not todo and len(answered) < next_tick:
+                        next_tick = len(answered)
                 step = timedelta(milliseconds=rng.choice([1, 7, 40, 90, 150, 250]))
                 now = clock.now()
                 if now < crb:
@@ -95,7 +102,7 @@ def _round(
                 clock.advance(step.total_seconds())
                 if clock.now() >= crb and "done" not in freeze:
                     with lock:
-                        freeze["started"] = len(results)
+                        freeze["started"] = len(answered)
                     # the freeze competes with approvals for the campaign row: keep trying
                     attempts = 0
                     while store.get_campaign(cid).state == State.AWAITING_CLEARANCE:
@@ -103,7 +110,7 @@ def _round(
                         attempts += 1
                     freeze["attempts"] = attempts
                     with lock:
-                        freeze["done"] = len(results)
+                        freeze["done"] = len(answered)
                 next_tick += rng.randint(2, 12)
         except BaseException as exc:
             failures.append(exc)
@@ -131,7 +138,7 @@ def _round(
     assert len(results) == CUSTOMERS
     assert set(statuses) <= {200, 409}, statuses
     assert ok and refused, f"the round did not straddle the deadline: {statuses}"
-    assert all(body["Applied"] == 1 for x, (_, body) in results.items() if x in ok)
+    assert all(body["Applied"] == PER_CALL for x, (_, body) in results.items() if x in ok)
     assert all("ClearanceRequiredBy" in body for x, (_, body) in results.items() if x in refused)
     lost = ok - sent
     let_in = refused & sent
@@ -153,7 +160,7 @@ def _round(
         "freeze_attempts": freeze["attempts"],
         # acknowledged with a 200 while the worker was taking the freeze
         "ok_during_freeze": sum(
-            1 for x in order[freeze["started"] : freeze["done"]] if results[x][0] == 200
+            len(g) for g in answered[freeze["started"] : freeze["done"]] if results[g[0]][0] == 200
         ),
     }
 
@@ -178,11 +185,78 @@ def test_approvals_racing_the_freeze_are_either_honoured_or_refused(
     for r in rounds:
         total.update(r)
     print(
-        f"[drill deadline] db={store.dialect} rounds={ROUNDS} calls={ROUNDS * CUSTOMERS} "
+        f"[drill deadline] db={store.dialect} rounds={ROUNDS} calls={ROUNDS * CALLS} "
+        f"customers_per_call={PER_CALL} approvals={ROUNDS * CUSTOMERS} "
         f"threads={THREADS} ok_200={total['ok']} refused_409={total['refused']} "
         f"other={total['other']} sent={total['sent']} lost={total['lost']} "
         f"let_in={total['let_in']} ok_during_freeze={total['ok_during_freeze']} "
         f"freeze_attempts={[r['freeze_attempts'] for r in rounds]} "
         f"per_round={[(r['ok'], r['refused']) for r in rounds]} "
         f"time={time.monotonic() - started:.1f}s seed={seed}"
+    )
+
+
+def test_an_approval_inside_its_transaction_holds_off_the_freeze_until_it_commits(
+    engine: Engine, store: Store, worker: Worker, clock: FakeClock
+) -> None:
+    """The worst interleaving, forced: an approval has read the clock (before the deadline) inside
+    its transaction when the clock crosses the deadline and the worker tries to freeze. The freeze
+    must wait for it, so the acknowledged approval is in the frozen set and gets its sends."""
+    c = new_campaign(engine, 3, channels=(504, 505))
+    worker.drain()
+    crb = store.get_campaign(c.campaign_id).clearance_required_by
+    assert crb is not None
+    clock.set(crb - timedelta(seconds=1))
+    inside, release = threading.Event(), threading.Event()
+    outcome: dict[str, object] = {}
+    freeze_attempts = 0
+
+    def clock_read_inside_the_transaction() -> int:
+        ms = int(clock.now().timestamp() * 1000)  # before the deadline
+        inside.set()
+        assert release.wait(30), "the test never let the approval finish"
+        return ms
+
+    def approve() -> None:
+        try:
+            outcome["result"] = store.apply_approvals(
+                c.campaign_id, [("c1", True)], clock_read_inside_the_transaction
+            )
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    def freeze() -> None:
+        nonlocal freeze_attempts
+        while store.get_campaign(c.campaign_id).state == State.AWAITING_CLEARANCE:
+            worker.run_once()
+            freeze_attempts += 1
+
+    approver = threading.Thread(target=approve)
+    approver.start()
+    assert inside.wait(30)
+    clock.set(crb)  # the deadline: from now on approvals are refused
+    freezer = threading.Thread(target=freeze)
+    freezer.start()
+    # Give the freeze every chance to overtake the open approval: 20 refused claims (PostgreSQL
+    # skips a share-locked row) or half a second blocked (SQLite waits for the writer lock).
+    deadline = time.monotonic() + 0.5
+    while freezer.is_alive() and freeze_attempts < 20 and time.monotonic() < deadline:
+        freezer.join(0.01)
+    frozen_first = not freezer.is_alive()
+    attempts_while_open = freeze_attempts
+    release.set()
+    approver.join(30)
+    freezer.join(30)
+    assert "error" not in outcome, outcome
+    assert not frozen_first, "the freeze completed while an acknowledged approval was open"
+    clock.set(c.execute_at)
+    worker.drain()
+    with store.db.reader() as tx:
+        sends = tx.fetchall(
+            "SELECT customer_id, channel_id FROM sends WHERE campaign_id = ?", (c.campaign_id,)
+        )
+    assert sorted((r[0], int(r[1])) for r in sends) == [("c1", 504), ("c1", 505)]
+    print(
+        f"\n[drill deadline forced] db={store.dialect} freeze_attempts_while_open="
+        f"{attempts_while_open} frozen_first={frozen_first} sends={len(sends)}"
     )
