@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
+    initialize,
     invariant,
     multiple,
     rule,
@@ -128,6 +129,11 @@ def make_machine(
             stats["examples"] += 1
 
         # --- actions ---------------------------------------------------------------------------
+        @initialize(target=campaigns, size=st.integers(1, 3), lead=st.sampled_from([None, 600]))
+        def first_campaign(self, size: int, lead: int | None) -> Model | Any:
+            """Every example starts with a processed conditional campaign awaiting clearance."""
+            return self.create(True, size, 3600, lead, True)
+
         @rule(
             target=campaigns,
             conditional=st.sampled_from([True, True, True, False]),
