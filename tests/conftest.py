@@ -174,19 +174,21 @@ class Listener:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = orjson.loads(raw) if raw else None
                 listener.received.append(
                     {
                         "path": self.path,
                         "headers": {k.lower(): v for k, v in self.headers.items()},
                         "raw": raw,
-                        "body": orjson.loads(raw) if raw else None,
+                        "body": body,
                     }
                 )
                 self.send_response(listener.status)
                 self.send_header("content-length", "0")
                 self.end_headers()
-                if listener.on_event and listener.received[-1]["body"] is not None:
-                    listener.on_event(listener.received[-1]["body"])
+                # this request's body, not received[-1]: requests arrive on concurrent threads
+                if listener.on_event and body is not None:
+                    listener.on_event(body)
 
             def log_message(self, *args: Any) -> None:
                 pass
