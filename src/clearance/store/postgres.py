@@ -104,15 +104,20 @@ class PostgresDatabase(Database):
     lock_share = " FOR SHARE"
     lock_update = " FOR UPDATE"
 
-    def __init__(self, url: str, max_size: int = 16) -> None:
+    def __init__(self, url: str, max_size: int = 16, timeout: float = 10.0) -> None:
+        """`timeout`: how long a caller waits for a connection (riding out a short restart)
+        before it is told the database is unavailable (a 503)."""
         self.url = url
         self.pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
             max_size=max_size,
             open=False,
-            timeout=10,
+            timeout=timeout,
             kwargs={"connect_timeout": 5},
+            # After a database restart every idle connection is dead: test each one as it is
+            # handed out (one round trip) so requests get a fresh one instead of an error.
+            check=psycopg_pool.ConnectionPool.check_connection,
         )
         try:
             self.pool.open(wait=True, timeout=10)
