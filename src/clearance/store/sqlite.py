@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from clearance.errors import Conflict, StoreUnavailable
+from clearance.errors import Conflict, InvalidInput, StoreUnavailable
 from clearance.store.db import Database, Params, Row, Tx
 
 _CHUNK = 500  # below SQLite's host-parameter limit
@@ -132,6 +132,9 @@ class SQLiteDatabase(Database):
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
             raise Conflict(f"duplicate or conflicting row: {exc}") from exc
+        except OverflowError as exc:  # an integer wider than SQLite's 64 bits
+            conn.execute("ROLLBACK")
+            raise InvalidInput(f"a value cannot be stored: {exc}") from exc
         except sqlite3.OperationalError as exc:
             conn.execute("ROLLBACK")
             if _unavailable(exc):
@@ -151,6 +154,8 @@ class SQLiteDatabase(Database):
     def reader(self) -> Iterator[Tx]:
         try:
             yield SQLiteTx(self._conn())
+        except OverflowError as exc:
+            raise InvalidInput(f"a value cannot be looked up: {exc}") from exc
         except sqlite3.OperationalError as exc:
             if _unavailable(exc):
                 raise StoreUnavailable(f"database unavailable: {exc}") from exc
