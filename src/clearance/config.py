@@ -38,6 +38,9 @@ class Settings:
     breaker_pause_seconds: float = 5.0
     decision_batch: int = 5000
     decision_flush_seconds: float = 0.05
+    # how long the decision log keeps retrying a batch while the database is away (then drops it,
+    # counted in clearance_decisions_lost_total)
+    decision_retry_seconds: float = 300.0
     token_idle_seconds: int = 20 * 60
     # how long a checked API key is trusted without a database read (revocation delay)
     key_cache_seconds: float = 10.0

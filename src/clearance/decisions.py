@@ -1,9 +1,16 @@
 """The decision log: every triggered decision, written in batches off the hot path.
 
 `append` only queues; every `interval` seconds (or sooner when `batch` rows are waiting) the queue
-goes to one writer thread, which writes it through the store's bulk route, retries while the
-database is away, then hands the batch's sends to their channels. `close` drains everything, so
-nothing acknowledged is lost on a clean shutdown.
+goes to one writer thread, which writes it through the store's bulk route, then hands the batch's
+sends to their channels. `close` drains everything, so nothing acknowledged is lost on a clean
+shutdown.
+
+While the database is away (a restart, a failover) the writer keeps each batch in memory and
+retries with backoff for up to `retry_seconds` (CLEARANCE_DECISION_RETRY_SECONDS, default 300);
+a retry first skips rows an unanswered commit already wrote, so none is logged twice. A batch
+still unwritten at that deadline is dropped with its sends, logged as an error and counted in
+`clearance_decisions_lost_total`; that, and a shutdown while the database is unreachable, are the
+only ways an acknowledged decision is lost.
 """
 
 from __future__ import annotations
@@ -57,12 +64,14 @@ class DecisionLog:
         deliver: Callable[[list[PendingSend]], None] | None = None,
         batch: int = 5000,
         interval: float = 0.05,
+        retry_seconds: float = 300.0,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.deliver = deliver
         self.batch = batch
         self.interval = interval
+        self.retry_seconds = retry_seconds
         self._rows: list[DecisionRow] = []
         self._sends: list[PendingSend] = []
         # One writer thread (one database connection) takes whole batches off the event loop.
@@ -111,23 +120,66 @@ class DecisionLog:
             if item is None:
                 return
             rows, sends = item
-            delay = self.interval
-            while True:
-                try:
-                    self.store.write_decisions(rows)
-                    break
-                except StoreUnavailable as exc:  # keep the batch; try until the database is back
-                    log.warning("decision log write failed, will retry: %s", exc)
-                    time.sleep(delay)
-                    delay = min(1.0, delay * 2)
+            written = self._write(rows)
             with self._count_lock:
                 self._queued -= len(rows)
             self.metrics.decision_log_pending.set(self._queued)
-            if sends and self.deliver is not None:
-                try:
-                    self.deliver(sends)
-                except Exception:
-                    log.exception("handing %d sends to their channels failed", len(sends))
+            if written and sends and self.deliver is not None:
+                self._hand_off(self.deliver, sends)
+
+    def _hand_off(
+        self, deliver: Callable[[list[PendingSend]], None], sends: list[PendingSend]
+    ) -> None:
+        """Hand logged sends to their channels. Reading the channel settings retries while the
+        database is away, within the log's deadline (nothing is delivered before that read)."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = self.interval
+        while True:
+            try:
+                deliver(sends)
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    log.error("dropping %d logged sends: %s", len(sends), exc)
+                    return
+                log.warning("handing sends to channels failed, retrying in %.2f s: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+            except Exception:
+                log.exception("handing %d sends to their channels failed", len(sends))
+                return
+
+    def _write(self, rows: list[DecisionRow]) -> bool:
+        """Write one batch, retrying while the database is away for at most `retry_seconds`;
+        False if the batch had to be dropped (its sends are then not made)."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = self.interval
+        todo = rows
+        failed = False
+        while True:
+            try:
+                if failed:  # a commit that went unanswered may have landed: skip what did
+                    present = self.store.present_decision_ids([r.decision_id for r in todo])
+                    todo = [r for r in todo if r.decision_id not in present]
+                self.store.write_decisions(todo)
+                if failed:
+                    log.warning("decision log write succeeded after retrying")
+                return True
+            except Exception as exc:  # any failure: keep the batch, retry within the deadline
+                failed = True
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "dropping %d acknowledged decisions (and their sends): the database "
+                        "stayed unreachable for %.0f s: %s",
+                        len(todo),
+                        self.retry_seconds,
+                        exc,
+                    )
+                    self.metrics.decisions_lost.inc(len(todo))
+                    return False
+                log.warning("decision log write failed, retrying in %.2f s: %s", delay, exc)
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     async def close(self, timeout: float = 30.0) -> None:
         """Write everything appended so far, then stop the writer."""
@@ -138,3 +190,8 @@ class DecisionLog:
         if self._writer is not None:
             self._queue.put(None)
             await asyncio.to_thread(self._writer.join, timeout)
+            if self._writer.is_alive():
+                log.error(
+                    "shutting down with %d decisions not yet written (database unreachable)",
+                    self._queued,
+                )

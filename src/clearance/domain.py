@@ -132,12 +132,12 @@ def format_wire_time(when: datetime, tz: ZoneInfo) -> str:
     return when.astimezone(tz).strftime(WIRE_TIME_FORMAT)
 
 
-_ID_RE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+_ID_RE = re.compile(r"[^\x00-\x1f\x7f]+")  # fullmatch: "$" would allow a final newline
 
 
 def valid_customer_id(text: str) -> bool:
     """The fast check behind `check_customer_id`, for strings."""
-    return 0 < len(text) <= MAX_ID_LENGTH and _ID_RE.match(text) is not None
+    return 0 < len(text) <= MAX_ID_LENGTH and _ID_RE.fullmatch(text) is not None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -163,7 +163,7 @@ def check_customer_id(value: Any, field_name: str = "CustomerID") -> str:
         raise InvalidInput(
             f"{field_name} must be 1..{MAX_ID_LENGTH} characters, got {len(text)}", field=field_name
         )
-    if not _ID_RE.match(text):
+    if not _ID_RE.fullmatch(text):
         raise InvalidInput(f"{field_name} contains control characters", field=field_name)
     return text
 

@@ -67,6 +67,12 @@ class Metrics:
         self.decision_log_pending = Gauge(
             "clearance_decision_log_pending", "Decisions waiting to be written", registry=r
         )
+        self.decisions_lost = Counter(
+            "clearance_decisions_lost",
+            "Acknowledged decisions dropped because the database stayed unreachable past "
+            "CLEARANCE_DECISION_RETRY_SECONDS",
+            registry=r,
+        )
 
     def decided(self, outcome: str, campaign: str, latency_seconds: float | None) -> None:
         """Count one decision (hot path: label children are looked up once and kept)."""

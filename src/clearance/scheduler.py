@@ -15,6 +15,7 @@ from datetime import timedelta
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, State, clearance_required_by
+from clearance.errors import StoreUnavailable
 from clearance.executor import Executor, RetryLater
 from clearance.metrics import Metrics
 from clearance.notifier import Notifier, build_notifications
@@ -23,6 +24,7 @@ from clearance.store import Notification, Store
 log = logging.getLogger("clearance.worker")
 
 RETRY_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 5.0
 
 
 class Worker:
@@ -61,10 +63,21 @@ class Worker:
         raise RuntimeError("worker did not become idle")
 
     def run(self, stop: threading.Event) -> None:
+        """Until `stop`: take due steps, idle `worker_poll_seconds` between looks. While the
+        database is away it backs off (doubling up to MAX_BACKOFF_SECONDS) and carries on when it
+        is back; a step cut short resumes from its last commit (the worker re-claims its own
+        lease at once)."""
         log.info("worker %s started", self.worker_id)
+        backoff = self.settings.worker_poll_seconds
         while not stop.is_set():
             try:
                 did = self.run_once()
+                backoff = self.settings.worker_poll_seconds
+            except StoreUnavailable as exc:
+                log.warning("database unavailable; worker retrying in %.1f s: %s", backoff, exc)
+                stop.wait(backoff)
+                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
+                continue
             except Exception:
                 log.exception("worker step failed; retrying after a pause")
                 did = False

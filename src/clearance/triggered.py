@@ -116,9 +116,15 @@ class RealTime:
             OutboundPolicy(settings.outbound_allow),
         )
         self.log = DecisionLog(
-            store, metrics, self._deliver, settings.decision_batch, settings.decision_flush_seconds
+            store,
+            metrics,
+            self._deliver,
+            settings.decision_batch,
+            settings.decision_flush_seconds,
+            settings.decision_retry_seconds,
         )
         self.ids = DecisionIds()
+        self._refreshing: asyncio.Future[None] | None = None
         self._stamp_second = -1
         self._stamp_text = ""
 
@@ -127,12 +133,21 @@ class RealTime:
         self.log.start()
 
     async def close(self) -> None:
+        if self._refreshing is not None:
+            await asyncio.gather(self._refreshing, return_exceptions=True)
         await self.log.close()
         await self.gate.close()
 
     async def handle(self, events: list[Event]) -> list[dict[str, Any]]:
         if self.index.due():
-            await asyncio.to_thread(self.index.refresh)
+            if self.index.must_wait():
+                await asyncio.to_thread(self.index.refresh)
+            elif self._refreshing is None or self._refreshing.done():
+                # Re-read in the background; events meanwhile match the loaded campaigns, so a
+                # database restart does not stall the gate (decisions queue in the log).
+                self._refreshing = asyncio.ensure_future(
+                    asyncio.to_thread(self.index.refresh_or_keep)
+                )
         for event in events:
             if event.campaign_key is not None and self.index.get(event.campaign_key) is None:
                 raise NotFound(

@@ -3,6 +3,7 @@ parameters and the customer's attributes, compiled once when the campaign is sav
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ from typing import Any
 import cel
 import orjson
 
-from clearance.errors import InvalidInput
+from clearance.errors import InvalidInput, StoreUnavailable
 from clearance.store import GatewayConfig, Store
+
+log = logging.getLogger("clearance.triggers")
 
 
 def compile_condition(text: str) -> cel.Program:
@@ -93,11 +96,29 @@ class TriggerIndex:
         self._by_event: dict[str, list[TriggeredCampaign]] = {}
         self._by_key: dict[str, TriggeredCampaign] = {}
         self._lock = threading.Lock()
+        self._wait = False
         self.gateway: GatewayConfig | None = None
 
     def invalidate(self) -> None:
-        """Re-read on the next event (this process changed something)."""
+        """Re-read on the next event, which waits for it (this process changed something)."""
         self._checked = 0.0
+        self._wait = True
+
+    def must_wait(self) -> bool:
+        """Whether the next event has to wait for a reload: nothing loaded yet, or this process
+        changed something. Otherwise a due reload may run while events match the loaded set."""
+        return self._version < 0 or self._wait
+
+    def refresh_or_keep(self) -> None:
+        """Reload if due; while the database is unavailable keep matching the campaigns already
+        loaded (they are the latest anyone could have saved) and try again later."""
+        try:
+            self.refresh()
+        except StoreUnavailable as exc:
+            if self._version < 0:
+                raise
+            self._checked = time.monotonic()
+            log.warning("triggered campaigns not re-read, keeping the loaded ones: %s", exc)
 
     def due(self) -> bool:
         return time.monotonic() - self._checked >= self.refresh_seconds
@@ -122,6 +143,7 @@ class TriggerIndex:
             self.gateway = self.store.get_gateway()
             self._by_event, self._by_key, self._version = by_event, by_key, version
             self._checked = time.monotonic()
+            self._wait = False
 
     def get(self, key: str) -> TriggeredCampaign | None:
         return self._by_key.get(key)

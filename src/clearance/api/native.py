@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +31,8 @@ from clearance.store import ChannelConfig, Principal
 
 Name = Annotated[str, Field(max_length=200)]
 Id = Annotated[int, Field(ge=1, le=2**53)]
+# channels and templates are 32-bit in the store (and in the wire format)
+SmallId = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class Strict(BaseModel):
@@ -38,12 +40,12 @@ class Strict(BaseModel):
 
 
 class TemplateIn(Strict):
-    id: Id
+    id: SmallId
     name: Name = ""
 
 
 class ChannelIn(Strict):
-    id: Id
+    id: SmallId
     name: Name = ""
     templates: list[TemplateIn] = Field(default_factory=list, max_length=100)
 
@@ -277,7 +279,10 @@ def native_router() -> APIRouter:
 
     @r.put("/channels/{channel_id}")
     def put_channel(
-        channel_id: int, body: ChannelPut, engine: EngineDep, who: Admin
+        channel_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+        body: ChannelPut,
+        engine: EngineDep,
+        who: Admin,
     ) -> dict[str, Any]:
         if body.delivery.type == "webhook":
             if not body.delivery.url:

@@ -25,6 +25,7 @@ from clearance.domain import (
     check_customer_id,
     check_page,
     format_wire_time,
+    valid_customer_id,
     valid_customer_ids,
 )
 from clearance.engine import Engine
@@ -41,6 +42,7 @@ from clearance.store import Principal
 
 KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
 MAX_URL_LENGTH = 2048
+MAX_CHANNEL = 2**31 - 1  # channel ids are 32-bit in the store
 
 Handler = Callable[[Request, Engine, Principal], Awaitable[Response]]
 
@@ -63,7 +65,9 @@ async def read_json(request: Request, engine: Engine) -> Any:
         raise InvalidInput(f"body is not valid JSON: {exc}") from exc
 
 
-def _int(value: Any, field: str, *, required: bool = True, minimum: int = 0) -> int | None:
+def _int(
+    value: Any, field: str, *, required: bool = True, minimum: int = 0, maximum: int = 2**62
+) -> int | None:
     if value is None or value == "":
         if required:
             raise InvalidInput(f"{field} is required", field=field)
@@ -71,11 +75,14 @@ def _int(value: Any, field: str, *, required: bool = True, minimum: int = 0) -> 
     if isinstance(value, bool):
         raise InvalidInput(f"{field} must be an integer", field=field)
     if isinstance(value, str):
-        if not value.strip().lstrip("-").isdigit() or len(value) > 18:
+        text = value.strip()
+        digits = text.removeprefix("-")
+        # ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() refuses or reads
+        if not digits or not (digits.isascii() and digits.isdigit()) or len(value) > 18:
             raise InvalidInput(f"{field} must be an integer", field=field)
-        value = int(value)
-    if not isinstance(value, int) or value < minimum or value > 2**62:
-        raise InvalidInput(f"{field} must be an integer >= {minimum}", field=field)
+        value = int(text)
+    if not isinstance(value, int) or value < minimum or value > maximum:
+        raise InvalidInput(f"{field} must be an integer {minimum}..{maximum}", field=field)
     return value
 
 
@@ -128,7 +135,9 @@ async def register_listener(request: Request, engine: Engine, who: Principal) ->
             f"EventTypeID {event_type} is not one of {sorted(KNOWN_EVENT_TYPES)}",
             field="EventTypeID",
         )
-    channel = _int(body.get("ChannelID"), "ChannelID", required=False, minimum=1)
+    channel = _int(
+        body.get("ChannelID"), "ChannelID", required=False, minimum=1, maximum=MAX_CHANNEL
+    )
     if event_type == EventType.CLEARANCE_REQUIRED and channel is not None:
         raise InvalidInput("EventTypeID 5 is registered without a ChannelID", field="ChannelID")
     url = await run_in_threadpool(check_listener_url, body.get("ListenerURL"), engine)
@@ -148,7 +157,9 @@ async def register_listener(request: Request, engine: Engine, who: Principal) ->
 async def unregister_listener(request: Request, engine: Engine, who: Principal) -> Response:
     body = _object(await read_json(request, engine))
     event_type = _int(body.get("EventTypeID"), "EventTypeID", minimum=1)
-    channel = _int(body.get("ChannelID"), "ChannelID", required=False, minimum=1)
+    channel = _int(
+        body.get("ChannelID"), "ChannelID", required=False, minimum=1, maximum=MAX_CHANNEL
+    )
     assert event_type is not None
     await run_in_threadpool(engine.store.unregister_listener, event_type, channel)
     await run_in_threadpool(
@@ -328,11 +339,12 @@ def _promo_list(body: Any, need_name: bool) -> list[tuple[str, str]]:
             raise InvalidInput(f"[{i}] must be an object", field=f"[{i}]")
         code = item.get("PromoCode")
         name = item.get("PromotionName", "")
-        if not isinstance(code, str) or not code or len(code) > 200:
+        if not isinstance(code, str) or not valid_customer_id(code):  # same rule as ids
             raise InvalidInput(
-                f"[{i}].PromoCode must be a 1..200 character string", field=f"[{i}].PromoCode"
+                f"[{i}].PromoCode must be 1..200 characters without control characters",
+                field=f"[{i}].PromoCode",
             )
-        if need_name and (not isinstance(name, str) or len(name) > 500):
+        if need_name and (not isinstance(name, str) or len(name) > 500 or "\x00" in name):
             raise InvalidInput(
                 f"[{i}].PromotionName must be a string", field=f"[{i}].PromotionName"
             )

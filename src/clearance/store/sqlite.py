@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from clearance.errors import Conflict, StoreUnavailable
+from clearance.errors import Conflict, InvalidInput, StoreUnavailable
 from clearance.store.db import Database, Params, Row, Tx
 
 _CHUNK = 500  # below SQLite's host-parameter limit
@@ -80,11 +80,19 @@ class SQLiteTx(Tx):
         )
 
 
+def _unavailable(exc: sqlite3.OperationalError) -> bool:
+    """Locked past the busy timeout, or the file cannot be read or written: worth retrying, so a
+    503. Other operational errors (SQL the engine got wrong) stay errors."""
+    text = str(exc).lower()
+    return any(s in text for s in ("locked", "busy", "disk i/o", "unable to open", "disk is full"))
+
+
 class SQLiteDatabase(Database):
     dialect = "sqlite"
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout: float = 30.0) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -94,13 +102,16 @@ class SQLiteDatabase(Database):
         if conn is None:
             try:
                 conn = sqlite3.connect(
-                    self.path, isolation_level=None, check_same_thread=False, timeout=30
+                    self.path,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    timeout=self.busy_timeout,
                 )
                 conn.execute("PRAGMA journal_mode = WAL")
                 # FULL: an approval acknowledged with a 200 survives power loss, not only a crash.
                 conn.execute("PRAGMA synchronous = FULL")
                 conn.execute("PRAGMA foreign_keys = ON")
-                conn.execute("PRAGMA busy_timeout = 30000")
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
                 conn.execute("PRAGMA cache_size = -2000")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
@@ -121,6 +132,14 @@ class SQLiteDatabase(Database):
         except sqlite3.IntegrityError as exc:
             conn.execute("ROLLBACK")
             raise Conflict(f"duplicate or conflicting row: {exc}") from exc
+        except OverflowError as exc:  # an integer wider than SQLite's 64 bits
+            conn.execute("ROLLBACK")
+            raise InvalidInput(f"a value cannot be stored: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            conn.execute("ROLLBACK")
+            if _unavailable(exc):
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            raise
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -133,7 +152,14 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def reader(self) -> Iterator[Tx]:
-        yield SQLiteTx(self._conn())
+        try:
+            yield SQLiteTx(self._conn())
+        except OverflowError as exc:
+            raise InvalidInput(f"a value cannot be looked up: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(f"database unavailable: {exc}") from exc
+            raise
 
     def close(self) -> None:
         with self._lock:

@@ -50,9 +50,10 @@ class WorkStore:
             row = tx.fetchone(
                 "UPDATE campaigns SET lease_owner = ?, lease_until = ? WHERE campaign_id = ("
                 "SELECT campaign_id FROM campaigns WHERE next_step_at <= ? "
-                f"AND state IN ({marks}) AND (lease_until IS NULL OR lease_until < ?) "
+                f"AND state IN ({marks}) "
+                "AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?) "
                 f"ORDER BY next_step_at LIMIT 1{self.db.skip_locked}) RETURNING campaign_id",
-                (owner, lease_until, now_ms, *_ACTIVE, now_ms),
+                (owner, lease_until, now_ms, *_ACTIVE, now_ms, owner),
             )
         return int(row[0]) if row else None
 

@@ -1,0 +1,202 @@
+"""Riding out a database outage: the pool, the decision writer, the worker's lease, SQLite locks.
+
+PostgreSQL outages are played by a real loopback TCP proxy (bench/pgproxy.py) that cuts every
+connection and refuses new ones; the real PostgreSQL is never restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from bench.pgproxy import TcpProxy
+
+from clearance.decisions import DecisionLog
+from clearance.engine import Engine
+from clearance.errors import StoreUnavailable
+from clearance.metrics import Metrics
+from clearance.store import DecisionRow, Store, open_store
+from clearance.store.postgres import PostgresDatabase
+from clearance.store.sqlite import SQLiteDatabase
+from clearance.triggers import TriggerIndex
+from tests.conftest import serve_api
+
+
+@pytest.fixture
+def proxy(postgres_url: str) -> Iterator[TcpProxy]:
+    p = TcpProxy("127.0.0.1", int(postgres_url.rsplit(":", 1)[1].split("/")[0])).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def proxied(postgres_url: str, proxy: TcpProxy) -> Iterator[Store]:
+    """A store that reaches PostgreSQL only through the proxy, with a short pool wait."""
+    store = Store(PostgresDatabase(proxy.url_for(postgres_url), max_size=4, timeout=1.0))
+    yield store
+    store.close()
+
+
+def row(n: int) -> DecisionRow:
+    return DecisionRow(f"d{n:05d}", n, "T-1", f"u{n}", False, "allowed", None, 1.0, False, False)
+
+
+def logged(store: Store) -> set[str]:
+    with store.db.reader() as tx:
+        return {r[0] for r in tx.fetchall("SELECT decision_id FROM decisions")}
+
+
+def test_pool_hands_out_live_connections_after_a_restart(proxied, proxy):
+    # fill the pool with several idle connections, then "restart" the database under them
+    barrier = threading.Barrier(4)
+
+    def hold() -> None:
+        with proxied.db.reader() as tx:
+            barrier.wait(timeout=10)
+            tx.fetchall("SELECT 1")
+
+    threads = [threading.Thread(target=hold) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert proxy.cut() >= 4
+    proxy.restore()
+    # back: every call succeeds at once; none is handed a connection that died in the restart
+    for _ in range(10):
+        assert proxied.list_listeners() == []
+    proxy.cut()
+    with pytest.raises(StoreUnavailable):
+        proxied.list_listeners()  # down: a clear "unavailable", after the pool's short wait
+    proxy.restore()
+    wait_until_reachable(proxied)  # the pool refills by itself (with its reconnect backoff)
+
+
+def wait_until_reachable(store: Store, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            store.list_listeners()
+            return
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+
+
+def test_decision_writer_retries_through_an_outage(proxied, proxy):
+    async def run() -> int:
+        log = DecisionLog(proxied, Metrics(), interval=0.01, retry_seconds=30)
+        log.start()
+        proxy.cut()
+        for n in range(50):
+            log.append(row(n))
+        log.flush()
+        await asyncio.sleep(0.5)  # the writer is failing and retrying now
+        proxy.restore()
+        await log.close()
+        return log._queued
+
+    assert asyncio.run(run()) == 0
+    assert logged(proxied) == {row(n).decision_id for n in range(50)}
+
+
+def test_decision_writer_drops_after_its_deadline_and_counts_the_loss(proxied, proxy):
+    metrics = Metrics()
+
+    async def run() -> None:
+        log = DecisionLog(proxied, metrics, interval=0.01, retry_seconds=0.3)
+        log.start()
+        proxy.cut()
+        for n in range(7):
+            log.append(row(n))
+        await log.close()
+
+    asyncio.run(run())
+    proxy.restore()
+    wait_until_reachable(proxied)
+    assert logged(proxied) == set()
+    assert metrics.decisions_lost._value.get() == 7
+
+
+def test_a_retry_skips_what_an_unanswered_commit_already_wrote(store):
+    # The first attempt's commit landed but its answer was lost: the rows are in the log
+    # already, so writing the batch again is a duplicate. The writer must skip those rows, write
+    # the rest, and keep going for later batches.
+    store.write_decisions([row(1), row(2)])
+
+    async def run() -> None:
+        log = DecisionLog(store, Metrics(), interval=0.01, retry_seconds=30)
+        log.start()
+        for n in (1, 2, 3):
+            log.append(row(n))
+        log.flush()
+        await asyncio.sleep(0.2)
+        log.append(row(4))
+        await log.close()
+
+    asyncio.run(run())
+    assert logged(store) == {row(n).decision_id for n in (1, 2, 3, 4)}
+
+
+def test_trigger_index_keeps_the_loaded_campaigns_while_the_database_is_away(proxied, proxy):
+    index = TriggerIndex(proxied, refresh_seconds=0)
+    with pytest.raises(StoreUnavailable):  # nothing loaded yet: nothing to fall back on
+        proxy.cut()
+        index.refresh_or_keep()
+    proxy.restore()
+    wait_until_reachable(proxied)
+    index.refresh_or_keep()
+    assert not index.must_wait()
+    proxy.cut()
+    index.refresh_or_keep()  # no error: the loaded set stays
+    index.invalidate()
+    assert index.must_wait()  # a change made here is waited for, not matched stale
+
+
+def test_a_worker_reclaims_its_own_lease_at_once(store, engine):
+    from tests.integration.test_lifecycle import new_campaign
+
+    c = new_campaign(engine, 5)
+    assert store.claim_due_campaign(2**62, "w1", 2**62) == c.campaign_id
+    # w1's step was cut short (the database went away) before it could release the lease
+    assert store.claim_due_campaign(2**62 - 1, "w2", 2**62) is None  # another worker waits
+    assert store.claim_due_campaign(2**62 - 1, "w1", 2**62) == c.campaign_id  # w1 resumes
+
+
+def test_sqlite_locked_past_the_busy_timeout_is_a_503_and_applies_nothing(
+    tmp_path, settings, clock
+):
+    path = tmp_path / "locked.db"
+    open_store(f"sqlite:///{path}").close()
+    store = Store(SQLiteDatabase(str(path), busy_timeout=0.2))
+    key = store.create_api_key("admin", "t", 0)[1]
+    server = serve_api(Engine(store, settings, clock))
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        with httpx.Client(base_url=server.url, headers={"X-API-KEY": key}, timeout=10) as c:
+            body = {"EventTypeID": 5, "ListenerURL": "http://127.0.0.1:9/hook"}
+            blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+            r = c.post("/current/general/RegisterEventListener", json=body)
+            assert r.status_code == 503
+            assert r.json()["error"] == "Service Unavailable" and "database" in r.json()["message"]
+            blocker.execute("ROLLBACK")
+            assert store.list_listeners() == []
+            assert c.post("/current/general/RegisterEventListener", json=body).status_code == 200
+            assert len(store.list_listeners()) == 1
+    finally:
+        blocker.close()
+        server.stop()
+        store.close()
+
+
+def test_sqlite_operational_errors_that_are_not_availability_stay_errors(tmp_path: Path):
+    store = Store(SQLiteDatabase(str(tmp_path / "x.db")))
+    with pytest.raises(sqlite3.OperationalError), store.db.transaction() as tx:
+        tx.execute("SELECT * FROM no_such_table")
+    store.close()
