@@ -11,6 +11,10 @@ a retry first skips rows an unanswered commit already wrote, so none is logged t
 still unwritten at that deadline is dropped with its sends, logged as an error and counted in
 `clearance_decisions_lost_total`; that, and a shutdown while the database is unreachable, are the
 only ways an acknowledged decision is lost.
+
+To keep that window small the log also fails closed: once writes have been failing for
+`REFUSE_AFTER_SECONDS`, or `MAX_PENDING` decisions wait unwritten, `refusing()` names why and the
+events API answers 503 (nothing decided, nothing sent) until the database takes writes again.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from clearance.metrics import Metrics
 from clearance.store import DecisionRow, Store
 
 log = logging.getLogger("clearance.decisions")
+
+REFUSE_AFTER_SECONDS = 2.0
+MAX_PENDING = 200_000
 
 
 class DecisionIds:
@@ -83,6 +90,20 @@ class DecisionLog:
         self._writer: threading.Thread | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._closing = False
+        self._failing_since: float | None = None
+        self.refuse_after = REFUSE_AFTER_SECONDS
+
+    def refusing(self) -> str | None:
+        """Why new decisions should be refused now (the log cannot keep up), or None."""
+        failing_since = self._failing_since
+        if failing_since is not None and time.monotonic() - failing_since >= self.refuse_after:
+            return (
+                "the decision log cannot be written (database unavailable for "
+                f"{time.monotonic() - failing_since:.0f} s); nothing was decided or sent"
+            )
+        if self._queued + len(self._rows) > MAX_PENDING:
+            return "the decision log is behind; nothing was decided or sent, retry shortly"
+        return None
 
     def append(self, row: DecisionRow, sends: list[PendingSend] | None = None) -> None:
         self._rows.append(row)
@@ -162,11 +183,14 @@ class DecisionLog:
                     present = self.store.present_decision_ids([r.decision_id for r in todo])
                     todo = [r for r in todo if r.decision_id not in present]
                 self.store.write_decisions(todo)
+                self._failing_since = None
                 if failed:
                     log.warning("decision log write succeeded after retrying")
                 return True
             except Exception as exc:  # any failure: keep the batch, retry within the deadline
                 failed = True
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
                 if time.monotonic() + delay > deadline:
                     log.error(
                         "dropping %d acknowledged decisions (and their sends): the database "

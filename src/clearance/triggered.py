@@ -19,7 +19,7 @@ from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
 from clearance.decisions import DecisionIds, DecisionLog, PendingSend
 from clearance.domain import MAX_ID_LENGTH, format_wire_time
-from clearance.errors import InvalidInput, NotFound
+from clearance.errors import InvalidInput, NotFound, StoreUnavailable
 from clearance.gate import Gate, GateResult, Outcome
 from clearance.metrics import Metrics
 from clearance.outbound import OutboundPolicy
@@ -139,6 +139,9 @@ class RealTime:
         await self.gate.close()
 
     async def handle(self, events: list[Event]) -> list[dict[str, Any]]:
+        why = self.log.refusing()
+        if why is not None:  # fail closed: no decision we could not log
+            raise StoreUnavailable(why)
         if self.index.due():
             if self.index.must_wait():
                 await asyncio.to_thread(self.index.refresh)

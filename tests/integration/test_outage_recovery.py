@@ -106,6 +106,78 @@ def test_decision_writer_retries_through_an_outage(proxied, proxy):
     assert logged(proxied) == {row(n).decision_id for n in range(50)}
 
 
+def test_the_log_refuses_new_decisions_while_it_cannot_write_and_resumes_after(proxied, proxy):
+    """Fail closed: once writes have failed for `refuse_after`, the log says so (the events API
+    then answers 503 instead of acknowledging decisions it cannot keep)."""
+
+    async def run() -> list[str | None]:
+        log = DecisionLog(proxied, Metrics(), interval=0.01, retry_seconds=30)
+        log.refuse_after = 0.2
+        log.start()
+        seen = [log.refusing()]
+        proxy.cut()
+        log.append(row(1))
+        log.flush()
+        deadline = time.monotonic() + 10
+        while log.refusing() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        seen.append(log.refusing())
+        proxy.restore()
+        while log.refusing() is not None and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        seen.append(log.refusing())
+        await log.close()
+        return seen
+
+    before, during, after = asyncio.run(run())
+    assert before is None and after is None
+    assert during is not None and "cannot be written" in during
+    assert logged(proxied) == {row(1).decision_id}
+
+
+def test_events_answer_503_while_the_decision_log_cannot_write(proxied, proxy, settings, clock):
+    engine = Engine(proxied, settings, clock)
+    server = serve_api(engine)
+    key = proxied.create_api_key("admin", "t", 0)[1]
+    try:
+        with httpx.Client(base_url=server.url, headers={"X-API-KEY": key}, timeout=10) as c:
+            c.post(
+                "/api/v1/triggered-campaigns",
+                json={
+                    "id": "T-1",
+                    "action": {"id": 1, "channels": [{"id": 506}]},
+                    "conditional": False,
+                    "trigger": {"event": "deposit"},
+                },
+            ).raise_for_status()
+            event = {"customer_id": "c1", "event": "deposit"}
+            assert c.post("/api/v1/events", json=event).status_code == 200
+            realtime = server.app.state.realtime
+            realtime.log.refuse_after = 0.0
+            proxy.cut()
+            c.post("/api/v1/events", json={"customer_id": "c2", "event": "deposit"})
+            deadline = time.monotonic() + 10
+            while realtime.log.refusing() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            r = c.post("/api/v1/events", json={"customer_id": "c3", "event": "deposit"})
+            assert r.status_code == 503, r.text
+            assert "nothing was decided or sent" in r.json()["message"]
+            proxy.restore()
+            while realtime.log.refusing() is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert c.post("/api/v1/events", json={"customer_id": "c4", "event": "deposit"}).json()
+    finally:
+        server.stop()
+    wait_until_reachable(proxied)
+    users = {r for r in logged_users(proxied)}
+    assert users == {"c1", "c2", "c4"}  # c3 was refused, not decided
+
+
+def logged_users(store: Store) -> list[str]:
+    with store.db.reader() as tx:
+        return [r[0] for r in tx.fetchall("SELECT user_id FROM decisions")]
+
+
 def test_decision_writer_drops_after_its_deadline_and_counts_the_loss(proxied, proxy):
     metrics = Metrics()
 
