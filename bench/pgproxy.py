@@ -4,7 +4,7 @@ ones are refused (the listening socket is closed, so clients get ECONNREFUSED) u
 Used by the database-outage drill (tests/drills/test_db_outage.py) between a real `clearance serve`
 and the real PostgreSQL, so the machine's PostgreSQL itself is never restarted.
 
-    python bench/pgproxy.py --port 6543 --target 127.0.0.1:5432 --up 20 --down 5
+    python -m bench.pgproxy --port 6543 --target 127.0.0.1:5432 --up 20 --down 5
     (alternates: up 20 s, down 5 s, until interrupted)
 """
 

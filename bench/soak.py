@@ -51,7 +51,7 @@ class Interval:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     rss: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
+    by_kind: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +117,7 @@ class Soak:
         elapsed = (time.monotonic() - started) * 1000
         bucket = self.intervals[-1]
         bucket.latencies.append(elapsed)
-        bucket.by_kind[kind] = bucket.by_kind.get(kind, 0) + 1
+        bucket.by_kind.setdefault(kind, []).append(elapsed)
         if not ok:
             bucket.errors += 1
             self.tally.approvals_unsure += entries
@@ -337,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
             f"acked {t.approvals_acked} stored {stored}; decisions acked {t.decisions_acked} "
             f"logged {logged} (after shutdown {logged_after})"
         )
+        for kind in ("event", "approval", "page"):
+            lk = [x for b in soak.intervals for x in b.by_kind.get(kind, [])]
+            print(
+                f"  {kind}: {len(lk)} requests, p50 {pct(lk, 50):.1f} ms, p99 {pct(lk, 99):.1f} ms"
+            )
         for f in failures:
             print(f"  FAILED: {f}")
         return 1 if failures else 0

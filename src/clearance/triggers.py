@@ -97,12 +97,14 @@ class TriggerIndex:
         self._by_key: dict[str, TriggeredCampaign] = {}
         self._lock = threading.Lock()
         self._wait = False
+        self._generation = 0
         self.gateway: GatewayConfig | None = None
 
     def invalidate(self) -> None:
         """Re-read on the next event, which waits for it (this process changed something)."""
         self._checked = 0.0
         self._wait = True
+        self._generation += 1  # a reload already running read too early to count
 
     def must_wait(self) -> bool:
         """Whether the next event has to wait for a reload: nothing loaded yet, or this process
@@ -114,11 +116,14 @@ class TriggerIndex:
         loaded (they are the latest anyone could have saved) and try again later."""
         try:
             self.refresh()
-        except StoreUnavailable as exc:
+        except Exception as exc:
             if self._version < 0:
                 raise
             self._checked = time.monotonic()
-            log.warning("triggered campaigns not re-read, keeping the loaded ones: %s", exc)
+            if isinstance(exc, StoreUnavailable):
+                log.warning("triggered campaigns not re-read, keeping the loaded ones: %s", exc)
+            else:
+                log.exception("triggered campaigns not re-read, keeping the loaded ones")
 
     def due(self) -> bool:
         return time.monotonic() - self._checked >= self.refresh_seconds
@@ -129,9 +134,12 @@ class TriggerIndex:
         with self._lock:
             if not force and not self.due():
                 return
+            generation = self._generation
             version = self.store.triggered_version()
             if version == self._version and not force:
-                self._checked = time.monotonic()
+                if generation == self._generation:
+                    self._checked = time.monotonic()
+                    self._wait = False
                 return
             by_event: dict[str, list[TriggeredCampaign]] = {}
             by_key: dict[str, TriggeredCampaign] = {}
@@ -142,8 +150,9 @@ class TriggerIndex:
                     by_event.setdefault(campaign.event, []).append(campaign)
             self.gateway = self.store.get_gateway()
             self._by_event, self._by_key, self._version = by_event, by_key, version
-            self._checked = time.monotonic()
-            self._wait = False
+            if generation == self._generation:
+                self._checked = time.monotonic()
+                self._wait = False
 
     def get(self, key: str) -> TriggeredCampaign | None:
         return self._by_key.get(key)

@@ -19,7 +19,7 @@ from bench.pgproxy import TcpProxy
 
 from clearance.decisions import DecisionLog
 from clearance.engine import Engine
-from clearance.errors import StoreUnavailable
+from clearance.errors import InvalidInput, StoreUnavailable
 from clearance.metrics import Metrics
 from clearance.store import DecisionRow, Store, open_store
 from clearance.store.postgres import PostgresDatabase
@@ -272,3 +272,16 @@ def test_sqlite_operational_errors_that_are_not_availability_stay_errors(tmp_pat
     with pytest.raises(sqlite3.OperationalError), store.db.transaction() as tx:
         tx.execute("SELECT * FROM no_such_table")
     store.close()
+
+
+def test_connections_go_back_to_the_pool_idle(proxied, caplog):
+    # each read and write ends its transaction before the connection is returned (the pool
+    # would otherwise roll it back and warn about it on every call)
+    with caplog.at_level("WARNING", logger="psycopg.pool"):
+        for _ in range(5):
+            proxied.list_listeners()
+        proxied.register_listener(5, None, "http://127.0.0.1:9/x", 0)
+        with pytest.raises(InvalidInput), proxied.db.transaction() as tx:
+            tx.execute("SELECT ?::int", (2**40,))
+        assert proxied.list_listeners() == [(5, "http://127.0.0.1:9/x", None)]
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")]

@@ -217,7 +217,8 @@ class PostgresDatabase(Database):
             self.pool.putconn(conn)  # a closed connection is discarded and replaced
             conn = self.pool.getconn()
         try:
-            yield conn
+            with conn:  # commit on success, roll back on error (as the pool's own `connection()`)
+                yield conn
         finally:
             self.pool.putconn(conn)
 
