@@ -4,9 +4,11 @@
 
 1. A minimal gateway (bench/gateway_server.py) runs in its own process.
 2. Raw baseline: the same number of POSTs with the same payload shape, straight to the gateway with
-   aiohttp (the fastest client measured here), at the same concurrency towards the gateway.
-3. The engine (`clearance serve --no-worker`, SQLite) with CLEARANCE_GATE_CONCURRENCY = 16 or 64:
-   events in batches of 100, and single events. Ratio = engine decisions/s ÷ raw calls/s.
+   pyreqwest (the fastest client measured here; aiohttp too, for comparison), at the same
+   concurrency towards the gateway.
+3. The engine (`clearance serve --no-worker`, SQLite) with CLEARANCE_GATE_CONCURRENCY = 16 or 64
+   and CLEARANCE_GATE_CLIENT = --engine-client (default: the engine's default, pyreqwest): events
+   in batches of 100, and single events. Ratio = engine decisions/s ÷ raw calls/s.
 4. Overhead: one at a time, single events: engine p50 event-to-reply minus raw p50 round trip.
 5. Timeout precision: the gateway never answers; probes measure how long after the budget the
    engine gives up (its own decision latency, measured from decision start), while the engine also
@@ -114,7 +116,7 @@ class Engine:
         self,
         workdir: Path,
         concurrency: int,
-        client: str = "aiohttp",
+        client: str = "pyreqwest",
         processes: int = 1,
         breaker: bool = True,
     ) -> None:
@@ -352,6 +354,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "decisions_per_run": args.decisions,
         "throughput": {},
         "engine_processes": args.engine_processes,
+        "engine_client": args.engine_client,
     }
     try:
         for c in (16, 64):
@@ -363,7 +366,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"  raw: pyreqwest {base['per_s']:,.0f} calls/s, aiohttp "
                 f"{base_aiohttp['per_s']:,.0f} calls/s"
             )
-            engine = Engine(workdir, c, processes=args.engine_processes)
+            engine = Engine(workdir, c, args.engine_client, processes=args.engine_processes)
             try:
                 async with aiohttp.ClientSession() as s:
                     await setup(s, engine, fast)
@@ -389,7 +392,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         say("overhead at concurrency 1, single events")
         base1 = await raw(fast, 1, 3000)
-        engine = Engine(workdir, 64, breaker=False)  # overhead + timeout probes
+        engine = Engine(workdir, 64, args.engine_client, breaker=False)  # overhead, timeouts
         try:
             async with aiohttp.ClientSession() as s:
                 await setup(s, engine, fast)
@@ -418,7 +421,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if args.memory_decisions:
             say(f"memory: {args.memory_decisions:,} decisions")
-            engine = Engine(workdir, 64)
+            engine = Engine(workdir, 64, args.engine_client)
             try:
                 async with aiohttp.ClientSession() as s:
                     await setup(s, engine, fast)
@@ -448,7 +451,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report(out: dict[str, Any]) -> None:
-    print("\nstep                                          figure        target")
+    print(
+        f"\nengine: {out['engine_processes']} API process(es), gate client {out['engine_client']}"
+    )
+    print("step                                          figure        target")
     for c, t in out["throughput"].items():
         print(
             f"raw gateway calls, concurrency {c:<3}           {t['raw']['per_s']:>9,.0f}/s"
@@ -496,6 +502,12 @@ def main() -> None:
         type=int,
         default=1,
         help="API processes for the throughput runs (clearance serve --workers)",
+    )
+    parser.add_argument(
+        "--engine-client",
+        default="pyreqwest",
+        choices=["pyreqwest", "aiohttp"],
+        help="the engine's gate client (CLEARANCE_GATE_CLIENT)",
     )
     args = parser.parse_args()
     out = asyncio.run(run(args))
