@@ -49,7 +49,7 @@ class _Pinned:
     expires: float
     address: str | None = None
     client: Any = None
-    refused: CallFailed | None = None
+    refused: str | None = None
     pending: asyncio.Task[None] | None = None
 
 
@@ -108,15 +108,22 @@ class ReqwestPoster:
         if pinned.expires <= time.monotonic() and pinned.pending is None:
             # one resolution at a time per origin, in a task of its own: a caller that runs out
             # of time does not cut it short for the others
-            pinned.pending = asyncio.get_running_loop().create_task(self._resolve(origin, pinned))
+            pinned.pending = asyncio.get_running_loop().create_task(self._settle(origin, pinned))
             pinned.pending.add_done_callback(lambda _: setattr(pinned, "pending", None))
         if pinned.pending is not None:
             await asyncio.shield(pinned.pending)
         if pinned.refused is not None:
-            raise pinned.refused
+            raise CallFailed(pinned.refused)
         if pinned.client is None:
             raise CallFailed(f"no client for {origin[1]}")
         return pinned.client
+
+    async def _settle(self, origin: tuple[str, str, int], pinned: _Pinned) -> None:
+        try:
+            await self._resolve(origin, pinned)
+        except Exception as exc:  # whatever it is, the calls fail closed (and are logged)
+            pinned.expires = time.monotonic() + 1.0
+            pinned.refused = f"no client for {origin[1]}: {type(exc).__name__}: {exc}"
 
     async def _resolve(self, origin: tuple[str, str, int], pinned: _Pinned) -> None:
         _, host, port = origin
@@ -134,14 +141,12 @@ class ReqwestPoster:
                 )
             except (OSError, UnicodeError) as exc:
                 pinned.expires = time.monotonic() + 1.0
-                pinned.refused = CallFailed(f"cannot resolve {host}: {exc}")
+                pinned.refused = f"cannot resolve {host}: {exc}"
                 return
             found = list(dict.fromkeys(str(info[4][0]) for info in infos))
         allowed = self.policy.filter_resolved(host, found)
         if not allowed:
-            pinned.refused = CallFailed(
-                f"{host} resolves only to addresses CLEARANCE_OUTBOUND_ALLOW refuses"
-            )
+            pinned.refused = f"{host} resolves only to addresses CLEARANCE_OUTBOUND_ALLOW refuses"
             return
         pinned.refused = None
         # pyreqwest pins one address per name: the first allowed IPv4 one, else the first allowed
@@ -181,18 +186,19 @@ class ReqwestPoster:
         from pyreqwest.exceptions import PyreqwestError
 
         client = await self._client(url)
-        builder = client.post(url).body_bytes(body)
-        for name, value in headers.items():
-            builder = builder.header(name, value)
-        request = (
-            builder.timeout(timedelta(seconds=timeout_s))
-            .streamed_read_buffer_limit(cap)
-            .build_streamed()
-        )
         try:
+            request = (
+                client.post(url)
+                .body_bytes(body)
+                .headers(headers)
+                .timeout(timedelta(seconds=timeout_s))
+                .streamed_read_buffer_limit(cap)
+                .build_streamed()
+            )
             async with request as response:
                 length = response.get_header("content-length")
-                if length is not None and length.isdigit() and int(length) > cap:
+                expected = int(length) if length is not None and length.isdigit() else None
+                if expected is not None and expected > cap:
                     return response.status, b"x" * cap  # judged too large without reading it
                 buf = bytearray()
                 while len(buf) < cap:
@@ -200,10 +206,14 @@ class ReqwestPoster:
                     if chunk is None:
                         break
                     buf += bytes(chunk)
+                    if expected is not None and len(buf) >= expected:
+                        break  # all of it: no need to wait for the end of the stream
                 return response.status, bytes(buf)
         except PyreqwestError as exc:
             if "timed out" in str(exc).lower() or type(exc).__name__.endswith("TimeoutError"):
                 raise TimeoutError(str(exc)) from exc
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # a header the client will not send
             raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
@@ -283,7 +293,7 @@ class AiohttpPoster:
                     chunks.append(chunk)
                     size += len(chunk)
                 return response.status, b"".join(chunks)
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a bad header
             cause = getattr(exc, "os_error", None) or exc  # aiohttp hides a resolver's reason
             raise CallFailed(f"{type(exc).__name__}: {cause}") from exc
 

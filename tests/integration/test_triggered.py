@@ -403,6 +403,30 @@ def test_both_gate_clients_fail_closed_the_same_way(gateway, client, clock):
 
 
 @pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
+def test_a_header_the_client_cannot_send_is_an_error_not_a_crash(gateway, client, clock):
+    import asyncio
+
+    from clearance.gate import Gate
+    from clearance.metrics import Metrics
+    from clearance.store import GatewayConfig
+    from clearance.triggers import TriggeredCampaign
+
+    campaign = TriggeredCampaign.from_body(CAMPAIGN)
+    config = GatewayConfig(gateway.url, 2000, None, {"x-split": "a\r\nx-injected: 1"})
+
+    async def run() -> str:
+        gate = Gate(Metrics(), clock, client=client)
+        try:
+            result = await gate.decide(config, campaign, "ok-1", False, time.monotonic())
+            return result.outcome.value
+        finally:
+            await gate.close()
+
+    assert asyncio.run(run()) == "error"
+    assert all("x-injected" not in c["headers"] for c in gateway.calls)
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
 def test_both_gate_clients_check_a_gateway_name_as_it_resolves(gateway, client, clock):
     """A name is resolved through the outbound policy by either client: localhost reaches the
     gateway when loopback is allowed, and is refused, without a call, when it is not."""
