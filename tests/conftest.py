@@ -221,7 +221,8 @@ class FakeGateway:
     """A real HTTP gateway on loopback whose behaviour depends on the asked user's id prefix:
     ok- allow · no- deny · hang- never answers · slow- answers after 300 ms · close- drops the
     connection · e500- HTTP 500 · html- an HTML page · str- "allowed": "true" · other- answers for
-    another user · huge- streams gigabytes · anything else allows."""
+    another user · huge- streams gigabytes · moved- redirects (307) to itself · anything else
+    allows."""
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
@@ -251,6 +252,12 @@ class FakeGateway:
                 if kind == "close":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if kind == "moved":  # a client that follows it asks again, and again
+                    self.send_response(307)
+                    self.send_header("location", self.path)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
                     return
                 if kind == "huge":
                     self.send_response(200)

@@ -53,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from clearance.api import create_app
+    from clearance.api.app import tune_process
     from clearance.engine import Engine
     from clearance.scheduler import Worker
 
@@ -72,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         store.dialect,
         "off" if worker is None else "on",
     )
+    tune_process()
     uvicorn.run(
         app,
         host=settings.host,

@@ -67,6 +67,10 @@ class Gate:
         self.client_kind = client
         self._poster: Poster | None = None
         self._message_no = 0
+        # read when /metrics is scraped, not written per decision (a prometheus value takes a lock)
+        self.in_flight = 0
+        metrics.in_flight.set_function(lambda: self.in_flight)
+        metrics.circuit_state.set_function(lambda: self.breaker.state)
 
     def _http(self) -> Poster:
         if self._poster is None:
@@ -126,7 +130,7 @@ class Gate:
             headers = {**gateway.headers, "content-type": "application/json"}
         status = 0
         answer = b""
-        self.metrics.in_flight.inc()
+        self.in_flight += 1
         try:
             # event-loop timers may fire up to a millisecond early (uvloop rounds to ms): the
             # guard makes sure the budget is never cut short
@@ -150,9 +154,8 @@ class Gate:
         else:
             result = judge(status, answer, user_id, (time.monotonic() - started) * 1000)
         finally:
-            self.metrics.in_flight.dec()
+            self.in_flight -= 1
         self.breaker.record(result.outcome in FAILURES)
-        self.metrics.circuit_state.set(self.breaker.state)
         return result
 
 

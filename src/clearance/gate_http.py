@@ -1,20 +1,27 @@
 """The HTTP client behind the gate, chosen by measurement (bench/gate.py, README figures).
 
-Both keep connections alive, cap concurrent calls, never follow redirects or decompress, and
-read at most `cap` bytes of an answer. The caller bounds every call with its decision deadline
+Both keep connections alive, cap concurrent calls, never follow redirects, use proxies or
+decompress, check a gateway name against the outbound policy as it resolves, and read at most
+`cap` bytes of an answer. The caller bounds every call with its decision deadline
 (`asyncio.timeout_at`); pyreqwest also gets its own timeout, because cancelling the Python side
 does not stop its request task.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import time
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from ipaddress import ip_address
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from clearance.outbound import OutboundPolicy
 
@@ -31,44 +38,167 @@ class Poster(Protocol):
     async def close(self) -> None: ...
 
 
-class ReqwestPoster:
-    """pyreqwest (Rust, tokio): the fastest client on its own (~30-45 µs CPU a call), but inside
-    the engine on two cores its threads compete with the event loop and it measured slower than
-    aiohttp (bench/gate.py). Optional: `pip install pyreqwest`, CLEARANCE_GATE_CLIENT=pyreqwest."""
+RESOLVE_TTL_SECONDS = 10.0  # as aiohttp's DNS cache
+RETIRE_AFTER_SECONDS = 10.0  # a replaced client is closed once its calls (<= 2.5 s) are over
 
-    def __init__(self, concurrency: int) -> None:
+
+@dataclass
+class _Pinned:
+    """A client for one origin, pinned to the address its name resolved to through the policy."""
+
+    expires: float
+    address: str | None = None
+    client: Any = None
+    refused: str | None = None
+    pending: asyncio.Task[None] | None = None
+
+
+class ReqwestPoster:
+    """pyreqwest (Rust, tokio on one thread of its own): the default, the fastest client measured
+    inside the engine (bench/gate.py). Gateway names are resolved here, through the outbound
+    policy, and each client is pinned to the allowed address (pyreqwest's static resolve map), so
+    reqwest never resolves a gateway name itself; a name is resolved again every
+    RESOLVE_TTL_SECONDS, and a new answer gets a new client. No proxies, no redirects."""
+
+    def __init__(self, concurrency: int, policy: OutboundPolicy | None = None) -> None:
+        self.concurrency = concurrency
+        self.policy = policy or OutboundPolicy("*")
+        self._origins: dict[tuple[str, str, int], _Pinned] = {}
+        self._urls: dict[str, tuple[str, str, int]] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._retired_clients: list[Any] = []
+        self._shared: Any = None
+
+    def _build(self, host: str, address: str | None, port: int) -> Any:
         from pyreqwest.client import ClientBuilder
 
-        self.client = (
+        builder = (
             ClientBuilder()
-            .max_connections(concurrency)
-            .pool_max_idle_per_host(concurrency)
+            .max_connections(self.concurrency)
+            .pool_max_idle_per_host(self.concurrency)
             .error_for_status(False)
+            .follow_redirects(False)
+            .no_proxy()
             .gzip(False)
             .brotli(False)
             .zstd(False)
             .deflate(False)
             .timeout(timedelta(seconds=5))  # a backstop; each call sets its own below
-            .build()
         )
+        if address is not None:
+            builder = builder.resolve(host, address, port)
+        return builder.build()
+
+    def _origin(self, url: str) -> tuple[str, str, int]:
+        origin = self._urls.get(url)
+        if origin is None:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            if len(self._urls) > 100:
+                self._urls.clear()
+            origin = self._urls[url] = (parts.scheme, host, port)
+        return origin
+
+    async def _client(self, url: str) -> Any:
+        origin = self._origin(url)
+        pinned = self._origins.get(origin)
+        if pinned is None:
+            pinned = self._origins[origin] = _Pinned(expires=0.0)
+        if pinned.expires <= time.monotonic() and pinned.pending is None:
+            # one resolution at a time per origin, in a task of its own: a caller that runs out
+            # of time does not cut it short for the others
+            pinned.pending = asyncio.get_running_loop().create_task(self._settle(origin, pinned))
+            pinned.pending.add_done_callback(lambda _: setattr(pinned, "pending", None))
+        if pinned.pending is not None:
+            await asyncio.shield(pinned.pending)
+        if pinned.refused is not None:
+            raise CallFailed(pinned.refused)
+        if pinned.client is None:
+            raise CallFailed(f"no client for {origin[1]}")
+        return pinned.client
+
+    async def _settle(self, origin: tuple[str, str, int], pinned: _Pinned) -> None:
+        try:
+            await self._resolve(origin, pinned)
+        except Exception as exc:  # whatever it is, the calls fail closed (and are logged)
+            pinned.expires = time.monotonic() + 1.0
+            pinned.refused = f"no client for {origin[1]}: {type(exc).__name__}: {exc}"
+
+    async def _resolve(self, origin: tuple[str, str, int], pinned: _Pinned) -> None:
+        _, host, port = origin
+        pinned.expires = time.monotonic() + RESOLVE_TTL_SECONDS
+        try:
+            literal = ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            found = [str(literal)]
+        else:
+            try:
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, port, type=socket.SOCK_STREAM
+                )
+            except (OSError, UnicodeError) as exc:
+                pinned.expires = time.monotonic() + 1.0
+                pinned.refused = f"cannot resolve {host}: {exc}"
+                return
+            found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        allowed = self.policy.filter_resolved(host, found)
+        if not allowed:
+            pinned.refused = f"{host} resolves only to addresses CLEARANCE_OUTBOUND_ALLOW refuses"
+            return
+        pinned.refused = None
+        # pyreqwest pins one address per name: the first allowed IPv4 one, else the first allowed
+        address = None if literal is not None else min(allowed, key=lambda a: ":" in a)
+        if pinned.client is not None and address == pinned.address:
+            return
+        old = pinned.client
+        if address is None:  # addresses need no pinning: one client serves them all
+            if self._shared is None:
+                built = await asyncio.to_thread(self._build, host, None, port)
+                if self._shared is None:
+                    self._shared = built
+                else:  # another origin built one meanwhile
+                    self._retire(built)
+            client = self._shared
+        else:  # building one loads the TLS roots: not on the event loop
+            client = await asyncio.to_thread(self._build, host, address, port)
+        pinned.client, pinned.address = client, address
+        if old is not None:
+            self._retire(old)
+
+    def _retire(self, client: Any) -> None:
+        self._retired_clients.append(client)
+
+        async def later() -> None:
+            await asyncio.sleep(RETIRE_AFTER_SECONDS)
+            self._retired_clients.remove(client)
+            await client.close()
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], cap: int, timeout_s: float
     ) -> tuple[int, bytes]:
         from pyreqwest.exceptions import PyreqwestError
 
-        builder = self.client.post(url).body_bytes(body)
-        for name, value in headers.items():
-            builder = builder.header(name, value)
-        request = (
-            builder.timeout(timedelta(seconds=timeout_s))
-            .streamed_read_buffer_limit(cap)
-            .build_streamed()
-        )
+        client = await self._client(url)
         try:
+            request = (
+                client.post(url)
+                .body_bytes(body)
+                .headers(headers)
+                .timeout(timedelta(seconds=timeout_s))
+                .streamed_read_buffer_limit(cap)
+                .build_streamed()
+            )
             async with request as response:
                 length = response.get_header("content-length")
-                if length is not None and length.isdigit() and int(length) > cap:
+                expected = int(length) if length is not None and length.isdigit() else None
+                if expected is not None and expected > cap:
                     return response.status, b"x" * cap  # judged too large without reading it
                 buf = bytearray()
                 while len(buf) < cap:
@@ -76,14 +206,27 @@ class ReqwestPoster:
                     if chunk is None:
                         break
                     buf += bytes(chunk)
+                    if expected is not None and len(buf) >= expected:
+                        break  # all of it: no need to wait for the end of the stream
                 return response.status, bytes(buf)
         except PyreqwestError as exc:
             if "timed out" in str(exc).lower() or type(exc).__name__.endswith("TimeoutError"):
                 raise TimeoutError(str(exc)) from exc
             raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
+        except ValueError as exc:  # a header the client will not send
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        await self.client.close()
+        for task in list(self._retiring):
+            task.cancel()
+        for old in self._retired_clients:
+            await old.close()
+        for pinned in self._origins.values():
+            if pinned.client is not None and pinned.client is not self._shared:
+                await pinned.client.close()
+        if self._shared is not None:
+            await self._shared.close()
+        self._origins.clear()
 
 
 class PolicyResolver(AbstractResolver):
@@ -113,6 +256,7 @@ class AiohttpPoster:
         self.concurrency = concurrency
         self.policy = policy or OutboundPolicy("*")
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}  # parsed once: the gateway URL rarely changes
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -131,9 +275,14 @@ class AiohttpPoster:
     async def post(
         self, url: str, body: bytes, headers: dict[str, str], cap: int, timeout_s: float
     ) -> tuple[int, bytes]:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            if len(self._urls) > 100:
+                self._urls.clear()
+            parsed = self._urls[url] = URL(url)
         try:
             async with self._client().post(
-                url, data=body, headers=headers, allow_redirects=False
+                parsed, data=body, headers=headers, allow_redirects=False
             ) as response:
                 chunks: list[bytes] = []
                 size = 0
@@ -144,7 +293,7 @@ class AiohttpPoster:
                     chunks.append(chunk)
                     size += len(chunk)
                 return response.status, b"".join(chunks)
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a bad header
             cause = getattr(exc, "os_error", None) or exc  # aiohttp hides a resolver's reason
             raise CallFailed(f"{type(exc).__name__}: {cause}") from exc
 
@@ -154,8 +303,7 @@ class AiohttpPoster:
 
 
 def poster(kind: str, concurrency: int, policy: OutboundPolicy | None = None) -> Poster:
-    """pyreqwest resolves names itself: with it, names are checked when the gateway is saved and
-    addresses when called, but a name is not re-checked as it resolves."""
+    """Both check a gateway name against the outbound policy as it resolves."""
     if kind == "aiohttp":
         return AiohttpPoster(concurrency, policy)
-    return ReqwestPoster(concurrency)
+    return ReqwestPoster(concurrency, policy)

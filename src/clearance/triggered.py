@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ log = logging.getLogger("clearance.triggered")
 
 MAX_EVENTS_PER_REQUEST = 1000
 DELIVERY_ATTEMPTS = 3
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ def _text(value: Any, name: str, limit: int = MAX_ID_LENGTH) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidInput(f"{name} must be a string", field=name)
     text = str(value)
-    if not text or len(text) > limit or any(ord(c) < 32 for c in text):
+    if not text or len(text) > limit or _CONTROL.search(text):
         raise InvalidInput(f"{name} must be 1..{limit} printable characters", field=name)
     return text
 

@@ -380,6 +380,7 @@ def test_both_gate_clients_fail_closed_the_same_way(gateway, client, clock):
         "str": "invalid",
         "other": "invalid",
         "huge": "invalid",
+        "moved": "error",
     }
 
     async def run():
@@ -391,8 +392,66 @@ def test_both_gate_clients_fail_closed_the_same_way(gateway, client, clock):
                 got[kind] = result.outcome.value
                 if kind == "hang":
                     assert result.latency_ms >= 400
+                if kind == "moved":  # not followed
+                    assert result.reason == "gateway answered HTTP 307", result.reason
             return got
         finally:
             await gate.close()
 
     assert asyncio.run(run()) == expected
+    assert sum(1 for c in gateway.calls if c["body"]["user"]["user_id"] == "moved-1") == 1
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
+def test_a_header_the_client_cannot_send_is_an_error_not_a_crash(gateway, client, clock):
+    import asyncio
+
+    from clearance.gate import Gate
+    from clearance.metrics import Metrics
+    from clearance.store import GatewayConfig
+    from clearance.triggers import TriggeredCampaign
+
+    campaign = TriggeredCampaign.from_body(CAMPAIGN)
+    config = GatewayConfig(gateway.url, 2000, None, {"x-split": "a\r\nx-injected: 1"})
+
+    async def run() -> str:
+        gate = Gate(Metrics(), clock, client=client)
+        try:
+            result = await gate.decide(config, campaign, "ok-1", False, time.monotonic())
+            return result.outcome.value
+        finally:
+            await gate.close()
+
+    assert asyncio.run(run()) == "error"
+    assert all("x-injected" not in c["headers"] for c in gateway.calls)
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "pyreqwest"])
+def test_both_gate_clients_check_a_gateway_name_as_it_resolves(gateway, client, clock):
+    """A name is resolved through the outbound policy by either client: localhost reaches the
+    gateway when loopback is allowed, and is refused, without a call, when it is not."""
+    import asyncio
+
+    from clearance.gate import Gate
+    from clearance.metrics import Metrics
+    from clearance.outbound import OutboundPolicy
+    from clearance.store import GatewayConfig
+    from clearance.triggers import TriggeredCampaign
+
+    campaign = TriggeredCampaign.from_body(CAMPAIGN)
+    config = GatewayConfig(gateway.url.replace("127.0.0.1", "localhost"), 2000, None, {})
+
+    async def run(allow: str) -> tuple[str, str | None]:
+        gate = Gate(Metrics(), clock, client=client, outbound=OutboundPolicy(allow))
+        try:
+            result = await gate.decide(config, campaign, "ok-1", False, time.monotonic())
+            return result.outcome.value, result.reason
+        finally:
+            await gate.close()
+
+    assert asyncio.run(run("127.0.0.0/8")) == ("allowed", None)
+    assert len(gateway.calls) == 1
+    outcome, reason = asyncio.run(run(""))
+    assert outcome == "error"
+    assert reason is not None and "CLEARANCE_OUTBOUND_ALLOW" in reason
+    assert len(gateway.calls) == 1
