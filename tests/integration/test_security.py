@@ -366,6 +366,20 @@ def test_destinations_are_checked_again_when_called(store, settings, clock, list
     assert gateway.calls == []
 
 
+def test_gateway_headers_cannot_inject_lines(api, gateway):
+    for headers in ({"x-a": "v\r\nX-Injected: 1"}, {"x-a": "v\n"}, {"bad name": "v"}, {"": "v"}):
+        r = api.put(
+            "/triggered_conditional_execution_gateway",
+            json={"url": gateway.url, "headers": headers},
+        )
+        assert r.status_code == 400, headers
+    ok = {"X-Tenant": "acme", "Authorization": "Bearer t"}
+    r = api.put(
+        "/triggered_conditional_execution_gateway", json={"url": gateway.url, "headers": ok}
+    )
+    assert r.status_code == 200
+
+
 # --- secret rotation ----------------------------------------------------------------------------
 def test_gateway_secret_rotation_signs_with_both(api, gateway, clock):
     clock.set(datetime.now(UTC))

@@ -24,6 +24,11 @@ from clearance.triggered import RealTime, parse_events
 from clearance.triggers import compile_condition
 
 Name = Annotated[str, Field(max_length=200)]
+# an HTTP token for names; no CR, LF or NUL in values (no header injection into gateway calls)
+HeaderName = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+]
+HeaderValue = Annotated[str, Field(max_length=2000, pattern=r"^[^\r\n\x00]*$")]
 Secret = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
 AnyId = Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -81,9 +86,7 @@ class GatewayIn(Strict):
         description="while rotating: the secret being retired; the gateway gets a signature "
         "for each of the two until a PUT without it",
     )
-    headers: dict[Name, Annotated[str, Field(max_length=2000)]] = Field(
-        default_factory=dict, max_length=20
-    )
+    headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=20)
 
 
 def _realtime(request: Request) -> RealTime:
