@@ -66,6 +66,7 @@ class Gate:
         self.concurrency = concurrency
         self.client_kind = client
         self._poster: Poster | None = None
+        self._warming: set[asyncio.Task[None]] = set()
         self._message_no = 0
         # read when /metrics is scraped, not written per decision (a prometheus value takes a lock)
         self.in_flight = 0
@@ -77,7 +78,19 @@ class Gate:
             self._poster = poster(self.client_kind, self.concurrency, self.outbound)
         return self._poster
 
+    def warm(self, url: str) -> None:
+        """Get the client for a gateway ready before the first decision needs it (building one
+        can take tens of milliseconds: a budget-sized wait for the first events after a start or
+        a gateway change). Call on the event loop; failures surface at the first real call."""
+        prepare = getattr(self._http(), "prepare", None)
+        if prepare is not None:
+            task = asyncio.get_running_loop().create_task(prepare(url))
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
+
     async def close(self) -> None:
+        for task in list(self._warming):
+            task.cancel()
         if self._poster is not None:
             await self._poster.close()
 

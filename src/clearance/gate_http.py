@@ -10,6 +10,7 @@ does not stop its request task.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class ReqwestPoster:
                 self._urls.clear()
             origin = self._urls[url] = (parts.scheme, host, port)
         return origin
+
+    async def prepare(self, url: str) -> None:
+        """Resolve and build the client for `url` now, ahead of the first call."""
+        with contextlib.suppress(CallFailed):
+            await self._client(url)
 
     async def _client(self, url: str) -> Any:
         origin = self._origin(url)

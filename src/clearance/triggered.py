@@ -133,6 +133,8 @@ class RealTime:
     async def start(self) -> None:
         await asyncio.to_thread(self.index.refresh, True)
         self.log.start()
+        if self.index.gateway is not None:
+            self.gate.warm(self.index.gateway.url)
 
     async def close(self) -> None:
         if self._refreshing is not None:

@@ -455,3 +455,21 @@ def test_both_gate_clients_check_a_gateway_name_as_it_resolves(gateway, client, 
     assert outcome == "error"
     assert reason is not None and "CLEARANCE_OUTBOUND_ALLOW" in reason
     assert len(gateway.calls) == 1
+
+
+def test_the_gate_client_is_ready_before_the_first_event(api, gateway):
+    """Saving the gateway builds its client at once (pyreqwest, the default), so the first
+    events after a start or a change do not spend their budget waiting for it."""
+    realtime = api.app_state.realtime
+    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    origin = ("http", "127.0.0.1", int(gateway.url.split(":")[2].split("/")[0]))
+    deadline = time.monotonic() + 10
+    pinned = None
+    while time.monotonic() < deadline:
+        poster = realtime.gate._poster
+        pinned = poster._origins.get(origin) if poster is not None else None
+        if pinned is not None and pinned.client is not None:
+            break
+        time.sleep(0.02)
+    assert pinned is not None and pinned.client is not None and pinned.refused is None
+    assert gateway.calls == []  # ready, and nobody was asked anything

@@ -6,6 +6,7 @@ import csv
 import io
 from typing import Annotated, Any, Literal
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -185,6 +186,7 @@ def triggered_router() -> APIRouter:
         )
         engine.store.put_gateway(config, engine.now_ms())
         realtime.index.invalidate()
+        from_thread.run_sync(realtime.gate.warm, config.url)  # this handler runs in a thread
         engine.audit(
             who.name,
             "gateway.put",
