@@ -19,8 +19,10 @@ from clearance.config import Settings
 from clearance.engine import Engine
 from clearance.integrator.verify import Rejected, Verifier
 from clearance.notifier import Notifier
+from clearance.scheduler import Worker
 from clearance.store import GatewayConfig, Store
 from tests.conftest import AsgiServer, serve_api
+from tests.helpers import new_campaign
 
 BODY = {
     "campaign_id": 810,
@@ -317,27 +319,7 @@ def test_destinations_are_checked_again_when_called(store, settings, clock, list
     store.register_listener(5, None, listener.url, 0)
     notifier = Notifier(store, strict, clock)
     engine = Engine(store, strict, clock)
-    from clearance.domain import Campaign, ChannelRef, State
-
-    engine.create_campaign(
-        Campaign(
-            campaign_id=5,
-            name="x",
-            execute_at=clock.now().replace(year=2027),
-            process_at=None,
-            duration_days=1,
-            conditional=True,
-            action_id=1,
-            action_name="a",
-            promo_codes=[],
-            channels=[ChannelRef(504, "Email", ())],
-            state=State.SCHEDULED,
-            clearance_lead_seconds=None,
-        ),
-        [("c1", None)],
-    )
-    from clearance.scheduler import Worker
-
+    new_campaign(engine, campaign_id=5, customer_ids=["c1"])
     worker = Worker(store, strict, clock, worker_id="w")
     worker.drain()
     notifier.deliver_due()
@@ -422,26 +404,7 @@ def test_notifications_carry_a_signature_per_active_secret(store, settings, cloc
     rotating = settings.with_(signing_secret=f"{new} {old}")
     store.register_listener(5, None, listener.url, 0)
     engine = Engine(store, rotating, clock)
-    from clearance.domain import Campaign, ChannelRef, State
-    from clearance.scheduler import Worker
-
-    engine.create_campaign(
-        Campaign(
-            campaign_id=6,
-            name="x",
-            execute_at=clock.now().replace(year=clock.now().year + 1),
-            process_at=None,
-            duration_days=1,
-            conditional=True,
-            action_id=1,
-            action_name="a",
-            promo_codes=[],
-            channels=[ChannelRef(504, "Email", ())],
-            state=State.SCHEDULED,
-            clearance_lead_seconds=None,
-        ),
-        [("c1", None)],
-    )
+    new_campaign(engine, campaign_id=6, customer_ids=["c1"])
     worker = Worker(store, rotating, clock, worker_id="w")
     worker.drain()
     worker.notifier.close()
