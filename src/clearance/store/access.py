@@ -323,17 +323,7 @@ class AccessStore:
     # --- promotions -----------------------------------------------------------------------------
     def add_promotions(self, promotions: list[tuple[str, str]], now_ms: int) -> None:
         with self.db.transaction() as tx:
-            codes = [code for code, _ in promotions]
-            existing: set[str] = set()
-            for i in range(0, len(codes), 500):
-                part = codes[i : i + 500]
-                marks = ", ".join("?" for _ in part)
-                existing.update(
-                    r[0]
-                    for r in tx.fetchall(
-                        f"SELECT promo_code FROM promotions WHERE promo_code IN ({marks})", part
-                    )
-                )
+            existing = tx.present("promotions", "promo_code", [code for code, _ in promotions])
             if existing:
                 raise Conflict(
                     f"promo codes already exist: {sorted(existing)[:10]}", field="PromoCode"

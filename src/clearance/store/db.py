@@ -36,6 +36,21 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def fetchdicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
 
+    def present(self, table: str, column: str, values: Sequence[Any]) -> set[Any]:
+        """Which of `values` are in `table.column` (asked 500 at a time: SQLite's host-parameter
+        limit)."""
+        found: set[Any] = set()
+        for i in range(0, len(values), 500):
+            part = values[i : i + 500]
+            marks = ", ".join("?" for _ in part)
+            found.update(
+                r[0]
+                for r in self.fetchall(
+                    f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", part
+                )
+            )
+        return found
+
     @abc.abstractmethod
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
         """Bulk insert through the backend's fastest route."""

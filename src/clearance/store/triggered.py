@@ -125,18 +125,8 @@ class TriggeredStore:
     def present_decision_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these decisions are already in the log (a write whose commit went unanswered
         may have landed)."""
-        found: set[str] = set()
         with self.db.reader() as tx:
-            for i in range(0, len(ids), 500):
-                part = ids[i : i + 500]
-                marks = ", ".join("?" for _ in part)
-                found.update(
-                    r[0]
-                    for r in tx.fetchall(
-                        f"SELECT decision_id FROM decisions WHERE decision_id IN ({marks})", part
-                    )
-                )
-        return found
+            return tx.present("decisions", "decision_id", ids)
 
     def write_decisions(self, rows: Sequence[DecisionRow]) -> None:
         if not rows:
