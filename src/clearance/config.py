@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearance.errors import InvalidInput
+from clearance.outbound import OutboundPolicy
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,11 @@ class Settings:
     bootstrap_api_key: str | None = None
     bootstrap_user: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def outbound(self) -> OutboundPolicy:
+        """Where the server may send requests (CLEARANCE_OUTBOUND_ALLOW), parsed once."""
+        return OutboundPolicy(self.outbound_allow)
 
     @property
     def tz(self) -> ZoneInfo:

@@ -22,7 +22,6 @@ from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidIn
 from clearance.membership import MembershipCache
 from clearance.metrics import Metrics
 from clearance.notifier import build_notifications
-from clearance.outbound import OutboundPolicy
 from clearance.store import ApprovalResult, Store
 
 audit_log = logging.getLogger("clearance.audit")
@@ -35,12 +34,10 @@ class Engine:
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
     membership: MembershipCache | None = None
-    outbound: OutboundPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         if self.membership is None:
             self.membership = MembershipCache(self.store, self.settings.membership_cache_customers)
-        self.outbound = OutboundPolicy(self.settings.outbound_allow)
 
     def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
         """Record who changed what (campaigns, listeners, channels, the gateway, keys).

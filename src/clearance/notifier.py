@@ -15,7 +15,7 @@ from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, format_wire_time
 from clearance.metrics import Metrics
-from clearance.outbound import OutboundPolicy, OutboundRefused
+from clearance.outbound import OutboundRefused
 from clearance.signing import webhook_headers
 from clearance.store import Notification, Store
 
@@ -104,7 +104,6 @@ class Notifier:
             timeout=settings.outbound_timeout_seconds, follow_redirects=False
         )
         self.rng = rng or random.Random()
-        self.outbound = OutboundPolicy(settings.outbound_allow)
 
     def deliver_due(self, limit: int = 50) -> int:
         """Attempt every notification that is due; return how many were attempted."""
@@ -126,7 +125,7 @@ class Notifier:
             error = "expired before delivery: the event's useful life had passed"
         else:
             try:
-                self.outbound.check_url(n.listener_url, field="ListenerURL")
+                self.settings.outbound.check_url(n.listener_url, field="ListenerURL")
                 body = n.body.encode()
                 response = self.client.post(
                     n.listener_url,

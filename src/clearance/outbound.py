@@ -53,7 +53,7 @@ class OutboundPolicy:
         """Return the URL if it may be called; raise OutboundRefused (a 400) naming why not."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise OutboundRefused("the URL must be http(s)://host/...", field=field)
+            raise OutboundRefused(f"{field} must be an http(s) URL with a host", field=field)
         if self.allow_all:
             return url
         host = parts.hostname.lower().rstrip(".")

@@ -23,7 +23,6 @@ from clearance.domain import MAX_ID_LENGTH, format_wire_time
 from clearance.errors import InvalidInput, NotFound, StoreUnavailable
 from clearance.gate import Gate, GateResult, Outcome
 from clearance.metrics import Metrics
-from clearance.outbound import OutboundPolicy
 from clearance.store import DecisionRow, Store
 from clearance.triggers import Match, TriggerIndex
 
@@ -115,7 +114,7 @@ class RealTime:
             ),
             settings.gate_concurrency,
             settings.gate_client,
-            OutboundPolicy(settings.outbound_allow),
+            settings.outbound,
         )
         self.log = DecisionLog(
             store,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 import orjson
 from fastapi import APIRouter, Request, Response
@@ -99,10 +99,7 @@ def check_listener_url(raw: Any, engine: Engine, field: str = "ListenerURL") -> 
     url = unquote(raw) if raw.lower().startswith(("http%3a", "https%3a")) else raw
     if len(url) > MAX_URL_LENGTH:
         raise InvalidInput(f"{field} is too long", field=field)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{field} must be an http(s) URL with a host", field=field)
-    return engine.outbound.check_url(url, field=field)
+    return engine.settings.outbound.check_url(url, field=field)
 
 
 # --- general -------------------------------------------------------------------------------------

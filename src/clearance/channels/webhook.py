@@ -11,7 +11,7 @@ import orjson
 from clearance.channels.base import BatchName, ChannelError
 from clearance.clock import Clock
 from clearance.config import Settings
-from clearance.outbound import OutboundPolicy, OutboundRefused
+from clearance.outbound import OutboundRefused
 from clearance.signing import webhook_headers
 
 
@@ -20,7 +20,6 @@ class WebhookDelivery:
         self.url = url
         self.settings = settings
         self.clock = clock
-        self.outbound = OutboundPolicy(settings.outbound_allow)
 
     def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None:
         body = orjson.dumps(
@@ -30,7 +29,7 @@ class WebhookDelivery:
             self.settings.signing_secret, name.message_id, self.clock.now(), body
         )
         try:
-            self.outbound.check_url(self.url)
+            self.settings.outbound.check_url(self.url)
         except OutboundRefused as exc:
             raise ChannelError(f"POST {self.url} not sent: {exc.message}") from exc
         try:
