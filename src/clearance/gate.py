@@ -82,11 +82,9 @@ class Gate:
         """Get the client for a gateway ready before the first decision needs it (building one
         can take tens of milliseconds: a budget-sized wait for the first events after a start or
         a gateway change). Call on the event loop; failures surface at the first real call."""
-        prepare = getattr(self._http(), "prepare", None)
-        if prepare is not None:
-            task = asyncio.get_running_loop().create_task(prepare(url))
-            self._warming.add(task)
-            task.add_done_callback(self._warming.discard)
+        task = asyncio.get_running_loop().create_task(self._http().prepare(url))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
 
     async def close(self) -> None:
         for task in list(self._warming):

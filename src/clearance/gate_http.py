@@ -36,6 +36,9 @@ class Poster(Protocol):
         self, url: str, body: bytes, headers: dict[str, str], cap: int, timeout_s: float
     ) -> tuple[int, bytes]: ...
 
+    async def prepare(self, url: str) -> None:
+        """Get ready to call `url` (before the first decision needs it)."""
+
     async def close(self) -> None: ...
 
 
@@ -302,6 +305,9 @@ class AiohttpPoster:
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # ValueError: a bad header
             cause = getattr(exc, "os_error", None) or exc  # aiohttp hides a resolver's reason
             raise CallFailed(f"{type(exc).__name__}: {cause}") from exc
+
+    async def prepare(self, url: str) -> None:
+        """Nothing to build ahead: aiohttp's session is made on first use, cheaply."""
 
     async def close(self) -> None:
         if self._session is not None:
