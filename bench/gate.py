@@ -37,6 +37,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from clearance.loopback import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "clr_bench_" + secrets.token_hex(8)
 PAYLOAD_CAMPAIGN = {
@@ -55,12 +57,6 @@ PAYLOAD_CAMPAIGN = {
 
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], p: float) -> float:

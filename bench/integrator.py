@@ -31,22 +31,25 @@ import aiohttp
 import httpx
 import orjson
 
-from bench.gate import free_port, pct, wait_http
+from bench.gate import pct, wait_http
+from clearance.integrator.rules import sample_rules_text
+from clearance.loopback import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "clr_bench_" + secrets.token_hex(8)
-RULES = """
-[[rule]]
-name = "minimum deposit"
-type = "min_deposit"
-field = "deposit"
-min = 20
+# The sample rules' deposit and market checks: the customers written below have no status or
+# self-exclusion column.
+RULE_NAMES = ("minimum deposit", "licensed markets")
 
-[[rule]]
-name = "licensed markets"
-type = "country_allow"
-values = ["UK", "IE"]
-"""
+
+def bench_rules() -> str:
+    """The rules file the kit runs with: the rules named in RULE_NAMES, from the package's sample
+    rules file."""
+    blocks = ["[[rule]]" + block for block in sample_rules_text().split("[[rule]]")[1:]]
+    kept = [b for b in blocks if any(f'name = "{name}"\n' in b for name in RULE_NAMES)]
+    if len(kept) != len(RULE_NAMES):
+        raise RuntimeError(f"the sample rules file no longer holds each of {RULE_NAMES}")
+    return "".join(kept)
 
 
 def say(msg: str) -> None:
@@ -107,7 +110,7 @@ def main() -> None:
         fh.write("customer_id,deposit,country\n")
         for i in range(n):
             fh.write(f"c{i},{(i * 7) % 100},{'UK' if i % 10 else 'DE'}\n")
-    (work / "rules.toml").write_text(RULES)
+    (work / "rules.toml").write_text(bench_rules())
     eport, kport = free_port(), free_port()
     env = {
         **os.environ,
@@ -182,7 +185,7 @@ def main() -> None:
 
         from clearance.clock import SystemClock
         from clearance.config import Settings
-        from clearance.scheduler import Worker
+        from clearance.scheduled.worker import Worker
         from clearance.store import open_store
 
         store = open_store(f"sqlite:///{work / 'engine.db'}")

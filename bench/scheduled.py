@@ -29,7 +29,6 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -48,7 +47,8 @@ import psycopg
 
 from clearance.clock import FakeClock
 from clearance.config import Settings
-from clearance.scheduler import Worker
+from clearance.loopback import free_port
+from clearance.scheduled.worker import Worker
 from clearance.store import open_store
 
 HERE = Path(__file__).resolve().parent
@@ -89,12 +89,6 @@ class Progress:
 
 
 # --- environment: a fresh database, the API subprocess --------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pg_base(admin_url: str) -> str:
     base, _, _ = admin_url.rpartition("/")
     if not base.startswith(("postgresql://", "postgres://")):

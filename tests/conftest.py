@@ -22,8 +22,10 @@ import uvicorn
 from clearance.api import create_app
 from clearance.clock import FakeClock
 from clearance.config import Settings
-from clearance.engine import Engine
-from clearance.scheduler import Worker
+from clearance.loopback import free_port
+from clearance.runtime import Runtime
+from clearance.scheduled.service import ScheduledService
+from clearance.scheduled.worker import Worker
 from clearance.store import Store, open_store
 
 PG_URL = os.environ.get("CLEARANCE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -107,8 +109,8 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 @pytest.fixture
-def engine(store: Store, settings: Settings, clock: FakeClock) -> Engine:
-    return Engine(store, settings, clock)
+def engine(store: Store, settings: Settings, clock: FakeClock) -> ScheduledService:
+    return ScheduledService(store, settings, clock)
 
 
 @pytest.fixture
@@ -118,15 +120,9 @@ def worker(store: Store, settings: Settings, clock: FakeClock) -> Iterator[Worke
     w.notifier.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def serve_api(engine: Engine) -> AsgiServer:
+def serve_api(engine: ScheduledService) -> AsgiServer:
     """The real app served by uvicorn on loopback, in a thread, with the test's fake clock."""
-    return AsgiServer(create_app(engine))
+    return AsgiServer(create_app(Runtime.around(engine)))
 
 
 @pytest.fixture
@@ -140,7 +136,7 @@ def integrations_key(store: Store) -> str:
 
 
 @pytest.fixture
-def api(engine: Engine, admin_key: str) -> Iterator[httpx.Client]:
+def api(engine: ScheduledService, admin_key: str) -> Iterator[httpx.Client]:
     server = serve_api(engine)
     with httpx.Client(base_url=server.url, headers={"X-API-KEY": admin_key}, timeout=10) as c:
         c.app_state = server.app.state  # type: ignore[attr-defined]

@@ -3,11 +3,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from clearance.domain import Campaign, ChannelRef, State, Template
-from clearance.engine import Engine
+from clearance.scheduled.service import ScheduledService
 
 
 def new_campaign(
-    engine: Engine,
+    engine: ScheduledService,
     customers: int = 10,
     *,
     conditional: bool = True,

@@ -9,13 +9,16 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clearance.clock import SystemClock, to_ms
 from clearance.config import Settings
 from clearance.errors import ClearanceError
 from clearance.logs import configure_logging
 from clearance.store import Store, open_store
+
+if TYPE_CHECKING:
+    from clearance.scheduled.worker import Worker
 
 log = logging.getLogger("clearance")
 
@@ -54,24 +57,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from clearance.api import create_app
     from clearance.api.app import tune_process
-    from clearance.engine import Engine
-    from clearance.scheduler import Worker
+    from clearance.runtime import Runtime
 
     settings = _settings(args, host=args.host, port=args.port)
-    store = open_store(settings.database_url)
-    bootstrap(store, settings)
-    clock = SystemClock()
-    engine = Engine(store, settings, clock)
-    worker = None if args.no_worker else Worker(store, settings, clock, metrics=engine.metrics)
+    runtime = Runtime.open(settings, SystemClock(), worker=not args.no_worker)
+    bootstrap(runtime.store, settings)
     if args.workers > 1:
-        return _serve_processes(args, settings, worker)
-    app = create_app(engine, worker)
+        return _serve_processes(args, settings, runtime.worker)
+    app = create_app(runtime)
     log.info(
         "clearance serving on http://%s:%s (database: %s, worker: %s)",
         settings.host,
         settings.port,
-        store.dialect,
-        "off" if worker is None else "on",
+        runtime.store.dialect,
+        "off" if runtime.worker is None else "on",
     )
     tune_process()
     uvicorn.run(
@@ -82,11 +81,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_config=None,
     )
-    store.close()
+    runtime.store.close()
     return 0
 
 
-def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Any) -> int:
+def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Worker | None) -> int:
     """Several API processes on one port (they share nothing but the database); the scheduler
     runs once, in this supervising process."""
     import uvicorn
@@ -124,7 +123,7 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Any) 
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from clearance.scheduler import Worker
+    from clearance.scheduled.worker import Worker
 
     settings = _settings(args)
     store = open_store(settings.database_url)

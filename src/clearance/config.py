@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearance.errors import InvalidInput
-from clearance.outbound import OutboundPolicy
+from clearance.outbound.policy import OutboundPolicy
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ and a summary of who got what and why.
 from __future__ import annotations
 
 import secrets
-import socket
 import tempfile
 import threading
 import time
@@ -20,37 +19,14 @@ import httpx
 import uvicorn
 
 from clearance.api import create_app
-from clearance.clock import SystemClock
+from clearance.clock import Clock, SystemClock
 from clearance.config import Settings
 from clearance.domain import format_wire_time
-from clearance.engine import Engine
 from clearance.integrator.customers import CsvCustomers
-from clearance.integrator.rules import Rules
+from clearance.integrator.rules import Rules, sample_rules_text
 from clearance.integrator.service import KitConfig, build
-from clearance.scheduler import Worker
-from clearance.store import open_store
-
-RULES = """\
-[[rule]]
-name = "minimum deposit"
-type = "min_deposit"
-field = "deposit"
-min = 20
-
-[[rule]]
-name = "active account"
-type = "status_in"
-values = ["active"]
-
-[[rule]]
-name = "licensed markets"
-type = "country_allow"
-values = ["UK", "IE"]
-
-[[rule]]
-name = "self-exclusion"
-type = "not_self_excluded"
-"""
+from clearance.loopback import free_port
+from clearance.runtime import Runtime
 
 CUSTOMERS = """\
 customer_id,country,deposit,status,self_excluded
@@ -68,12 +44,6 @@ C-1010,UK,310,active,false
 PROMO_FAILS = {"C-1009"}  # the bonus system cannot activate this customer's promotion
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(app: Any, port: int) -> uvicorn.Server:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
@@ -84,11 +54,11 @@ def _serve(app: Any, port: int) -> uvicorn.Server:
 
 def run_demo(database_url: str | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="clearance-demo-"))
-    (workdir / "rules.toml").write_text(RULES)
+    (workdir / "rules.toml").write_text(sample_rules_text())
     (workdir / "customers.csv").write_text(CUSTOMERS)
     url = database_url or f"sqlite:///{workdir / 'clearance.db'}"
     key = "clr_demo_" + secrets.token_urlsafe(16)
-    engine_port, kit_port = _free_port(), _free_port()
+    engine_port, kit_port = free_port(), free_port()
     settings = Settings.from_env(
         database_url=url,
         port=engine_port,
@@ -98,15 +68,9 @@ def run_demo(database_url: str | None = None) -> int:
         outbound_allow="127.0.0.1",
     )
     print(f"clearance demo — working in {workdir}")
-    store = open_store(settings.database_url)
-    store.create_api_key("admin", "demo", 0, key=key)
-    clock = SystemClock()
-    engine = Engine(store, settings, clock)
-    servers = [
-        _serve(
-            create_app(engine, Worker(store, settings, clock, metrics=engine.metrics)), engine_port
-        )
-    ]
+    runtime = Runtime.open(settings, SystemClock(), worker=True)
+    runtime.store.create_api_key("admin", "demo", 0, key=key)
+    servers = [_serve(create_app(runtime), engine_port)]
     engine_url = f"http://127.0.0.1:{engine_port}"
     print(f"1. engine up at {engine_url} (SQLite {url})")
 
@@ -135,7 +99,7 @@ def run_demo(database_url: str | None = None) -> int:
     )
     http = httpx.Client(base_url=engine_url, headers={"X-API-KEY": key}, timeout=10)
     try:
-        return _story(http, settings, clock, listener)
+        return _story(http, settings, runtime.clock, listener)
     finally:
         http.close()
         for server in reversed(servers):
@@ -143,7 +107,7 @@ def run_demo(database_url: str | None = None) -> int:
         time.sleep(0.3)
 
 
-def _story(http: httpx.Client, settings: Settings, clock: SystemClock, listener: Any) -> int:
+def _story(http: httpx.Client, settings: Settings, clock: Clock, listener: Any) -> int:
     execute_at = clock.now() + timedelta(seconds=8)
     ids = [line.split(",")[0] for line in CUSTOMERS.splitlines()[1:]]
     http.post(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -82,7 +82,11 @@ class Campaign:
     created_at: datetime | None = None
     executed_at: datetime | None = None
     canceled_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    processed_at: datetime | None = None  # target group frozen, EventTypeID 5 queued
+    cleared_at: datetime | None = None  # approval set frozen at ClearanceRequiredBy
+    exec_cursor: int = 0  # the last target seq the executor has handed to channels
+    last_error: str | None = None  # why the worker's last step failed (it will retry)
+    next_step_at: datetime | None = None
 
     def promo_code_for(self, seq: int) -> str:
         """Promo codes are handed out round-robin over the target group, in target order."""

@@ -1,6 +1,7 @@
 """One root exception; a subclass per failure a caller can act on.
 
-Each carries the HTTP status the API answers with, so the API layer translates them in one place.
+These are domain errors: they say what went wrong, not how a transport reports it (the API maps
+them to HTTP statuses in `clearance.api.errors`; the CLI prints the message).
 """
 
 from __future__ import annotations
@@ -9,9 +10,6 @@ from typing import Any
 
 
 class ClearanceError(Exception):
-    status = 500
-    title = "Internal Server Error"
-
     def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -20,33 +18,27 @@ class ClearanceError(Exception):
 
 
 class InvalidInput(ClearanceError):
-    status = 400
-    title = "Bad Request"
+    """The request or the data is malformed or out of range; nothing was applied."""
 
 
 class PayloadTooLarge(ClearanceError):
-    status = 413
-    title = "Payload Too Large"
+    """A body over the size limit; it was not read."""
 
 
 class NotAuthenticated(ClearanceError):
-    status = 401
-    title = "Unauthorized"
+    """No credential, or one that is unknown or revoked."""
 
 
 class Forbidden(ClearanceError):
-    status = 403
-    title = "Forbidden"
+    """A known caller without the right to this call (or an expired token)."""
 
 
 class NotFound(ClearanceError):
-    status = 404
-    title = "Not Found"
+    """The named campaign, key, gateway or call does not exist."""
 
 
 class Conflict(ClearanceError):
-    status = 409
-    title = "Conflict"
+    """The call does not fit the current state (e.g. the campaign is already executed)."""
 
 
 class DeadlinePassed(Conflict):
@@ -54,15 +46,11 @@ class DeadlinePassed(Conflict):
 
 
 class StoreUnavailable(ClearanceError):
-    status = 503
-    title = "Service Unavailable"
+    """The database (or the decision log) cannot take the work now; retry later."""
 
 
 class TooManyRequests(ClearanceError):
     """A rate limit: `retry_after` seconds until the caller may try again."""
-
-    status = 429
-    title = "Too Many Requests"
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message, retry_after=retry_after)

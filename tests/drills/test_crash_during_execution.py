@@ -19,8 +19,8 @@ from pathlib import Path
 from clearance.clock import FakeClock
 from clearance.config import Settings
 from clearance.domain import State
-from clearance.engine import Engine
-from clearance.scheduler import Worker
+from clearance.scheduled.service import ScheduledService
+from clearance.scheduled.worker import Worker
 from clearance.store import open_store
 from tests.drills.support import WorkerProcess, campaign_row, file_channel_send_ids, worker_env
 from tests.helpers import new_campaign
@@ -43,7 +43,7 @@ def test_worker_sigkilled_at_random_points_sends_each_approved_customer_once_per
         # its execution time has already passed on the real clock the worker processes use.
         clock = FakeClock(datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2))
         settings = Settings(file_channel_dir=str(out))
-        engine = Engine(store, settings, clock)
+        engine = ScheduledService(store, settings, clock)
         c = new_campaign(engine, CUSTOMERS, execute_in=timedelta(hours=1), channels=CHANNELS)
         cid = c.campaign_id
         setup = Worker(store, settings, clock, worker_id="setup")

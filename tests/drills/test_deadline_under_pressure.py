@@ -23,8 +23,8 @@ import httpx
 
 from clearance.clock import FakeClock
 from clearance.domain import State
-from clearance.engine import Engine
-from clearance.scheduler import Worker
+from clearance.scheduled.service import ScheduledService
+from clearance.scheduled.worker import Worker
 from clearance.store import Store
 from tests.helpers import new_campaign
 
@@ -37,7 +37,7 @@ THREADS = 8
 
 def _round(
     rng: random.Random,
-    engine: Engine,
+    engine: ScheduledService,
     store: Store,
     worker: Worker,
     clock: FakeClock,
@@ -166,7 +166,7 @@ def _round(
 
 
 def test_approvals_racing_the_freeze_are_either_honoured_or_refused(
-    engine: Engine,
+    engine: ScheduledService,
     store: Store,
     worker: Worker,
     clock: FakeClock,
@@ -197,7 +197,7 @@ def test_approvals_racing_the_freeze_are_either_honoured_or_refused(
 
 
 def test_an_approval_inside_its_transaction_holds_off_the_freeze_until_it_commits(
-    engine: Engine, store: Store, worker: Worker, clock: FakeClock
+    engine: ScheduledService, store: Store, worker: Worker, clock: FakeClock
 ) -> None:
     """The worst interleaving, forced: an approval has read the clock (before the deadline) inside
     its transaction when the clock crosses the deadline and the worker tries to freeze. The freeze

@@ -42,7 +42,7 @@ from hypothesis.stateful import (
 )
 
 from clearance.clock import FakeClock, to_ms
-from clearance.scheduler import Worker
+from clearance.scheduled.worker import Worker
 from clearance.store import Store
 
 CHANNELS = (504, 505)

@@ -21,8 +21,8 @@ import pytest
 from clearance.clock import SystemClock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, ChannelRef, EventType, State, Template
-from clearance.engine import Engine
 from clearance.errors import ClearanceError
+from clearance.scheduled.service import ScheduledService
 from clearance.store import open_store
 from tests.conftest import Listener
 from tests.drills.support import WorkerProcess, file_channel_send_ids, worker_env
@@ -40,7 +40,7 @@ def test_four_worker_processes_run_each_step_of_fifty_simultaneous_campaigns_onc
     out = tmp_path / "out"
     store = open_store(postgres_url)
     request.addfinalizer(store.close)
-    engine = Engine(store, Settings(file_channel_dir=str(out)), SystemClock())
+    engine = ScheduledService(store, Settings(file_channel_dir=str(out)), SystemClock())
     approved: dict[int, set[str]] = {}
     refused: list[tuple[int, str]] = []
 

@@ -303,7 +303,7 @@ def test_unknown_calls_are_404_json(api):
 
 
 def test_send_details_page_by_skip_across_chunks_and_channels(api, engine, store, clock, settings):
-    from clearance.scheduler import Worker
+    from clearance.scheduled.worker import Worker
 
     worker = Worker(store, settings.with_(execution_chunk=4), clock)
     c = new_campaign(engine, 11, conditional=False, channels=(504, 505))

@@ -24,7 +24,7 @@ from clearance.integrator import (
     rules_review,
 )
 from clearance.integrator.customers import CallableCustomers
-from clearance.signing import webhook_headers
+from clearance.outbound.signing import webhook_headers
 from tests.conftest import AsgiServer, Server
 from tests.helpers import new_campaign
 

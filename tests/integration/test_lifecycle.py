@@ -9,8 +9,8 @@ import pytest
 
 from clearance.domain import State
 from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
-from clearance.executor import Executor
-from clearance.scheduler import Worker
+from clearance.scheduled.executor import Executor
+from clearance.scheduled.worker import Worker
 from tests.helpers import new_campaign
 
 
@@ -305,7 +305,7 @@ def test_schedule_refuses_a_deadline_already_past(engine):
 
 
 def test_membership_from_memory_and_from_the_database_agree(engine, worker, store):
-    from clearance.membership import MembershipCache
+    from clearance.scheduled.membership import MembershipCache
 
     c = new_campaign(engine, 50)
     worker.drain()
@@ -322,7 +322,7 @@ def test_membership_from_memory_and_from_the_database_agree(engine, worker, stor
 
 
 def test_membership_cache_holds_only_campaigns_awaiting_clearance(engine, worker, store):
-    from clearance.membership import MembershipCache
+    from clearance.scheduled.membership import MembershipCache
 
     cache = MembershipCache(store, max_customers=25)
     draft_like = new_campaign(engine, 5)

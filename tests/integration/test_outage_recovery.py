@@ -17,14 +17,14 @@ import httpx
 import pytest
 from bench.pgproxy import TcpProxy
 
-from clearance.decisions import DecisionLog
-from clearance.engine import Engine
 from clearance.errors import InvalidInput, StoreUnavailable
 from clearance.metrics import Metrics
+from clearance.scheduled.service import ScheduledService
 from clearance.store import DecisionRow, Store, open_store
 from clearance.store.postgres import PostgresDatabase
 from clearance.store.sqlite import SQLiteDatabase
-from clearance.triggers import TriggerIndex
+from clearance.triggered.decision_log import DecisionLog
+from clearance.triggered.matching import TriggerIndex
 from tests.conftest import serve_api
 
 
@@ -136,7 +136,7 @@ def test_the_log_refuses_new_decisions_while_it_cannot_write_and_resumes_after(p
 
 
 def test_events_answer_503_while_the_decision_log_cannot_write(proxied, proxy, settings, clock):
-    engine = Engine(proxied, settings, clock)
+    engine = ScheduledService(proxied, settings, clock)
     server = serve_api(engine)
     key = proxied.create_api_key("admin", "t", 0)[1]
     try:
@@ -152,7 +152,7 @@ def test_events_answer_503_while_the_decision_log_cannot_write(proxied, proxy, s
             ).raise_for_status()
             event = {"customer_id": "c1", "event": "deposit"}
             assert c.post("/api/v1/events", json=event).status_code == 200
-            realtime = server.app.state.realtime
+            realtime = server.app.state.runtime.realtime
             realtime.log.refuse_after = 0.0
             proxy.cut()
             c.post("/api/v1/events", json={"customer_id": "c2", "event": "deposit"})
@@ -248,7 +248,7 @@ def test_sqlite_locked_past_the_busy_timeout_is_a_503_and_applies_nothing(
     open_store(f"sqlite:///{path}").close()
     store = Store(SQLiteDatabase(str(path), busy_timeout=0.2))
     key = store.create_api_key("admin", "t", 0)[1]
-    server = serve_api(Engine(store, settings, clock))
+    server = serve_api(ScheduledService(store, settings, clock))
     blocker = sqlite3.connect(path, isolation_level=None)
     try:
         with httpx.Client(base_url=server.url, headers={"X-API-KEY": key}, timeout=10) as c:

@@ -16,10 +16,11 @@ import pytest
 from clearance.api.wire import ROUTES
 from clearance.clock import FakeClock
 from clearance.config import Settings
-from clearance.engine import Engine
 from clearance.integrator.verify import Rejected, Verifier
-from clearance.notifier import Notifier
-from clearance.scheduler import Worker
+from clearance.runtime import Runtime
+from clearance.scheduled.notifier import Notifier
+from clearance.scheduled.service import ScheduledService
+from clearance.scheduled.worker import Worker
 from clearance.store import GatewayConfig, Store
 from tests.conftest import AsgiServer, serve_api
 from tests.helpers import new_campaign
@@ -50,8 +51,8 @@ def serve(store: Store, settings: Settings, clock: FakeClock) -> Iterator[object
     """serve(**settings) -> (base url, engine): the real app with changed settings, on loopback."""
     servers: list[AsgiServer] = []
 
-    def start(**changes: object) -> tuple[str, Engine]:
-        engine = Engine(store, settings.with_(**changes), clock)
+    def start(**changes: object) -> tuple[str, ScheduledService]:
+        engine = ScheduledService(store, settings.with_(**changes), clock)
         server = serve_api(engine)
         servers.append(server)
         return server.url, engine
@@ -95,7 +96,7 @@ def _every_route(app: object) -> list[tuple[str, str]]:
 def app(api):
     from clearance.api import create_app
 
-    return create_app(api.app_state.engine)
+    return create_app(Runtime.around(api.app_state.runtime.scheduled))
 
 
 def test_every_endpoint_but_the_health_check_refuses_a_call_without_a_key(app, anon):
@@ -318,7 +319,7 @@ def test_destinations_are_checked_again_when_called(store, settings, clock, list
     strict = settings.with_(outbound_allow="")
     store.register_listener(5, None, listener.url, 0)
     notifier = Notifier(store, strict, clock)
-    engine = Engine(store, strict, clock)
+    engine = ScheduledService(store, strict, clock)
     new_campaign(engine, campaign_id=5, customer_ids=["c1"])
     worker = Worker(store, strict, clock, worker_id="w")
     worker.drain()
@@ -332,7 +333,7 @@ def test_destinations_are_checked_again_when_called(store, settings, clock, list
     # the gate: by address, and by name as it resolves (localhost -> 127.0.0.1)
     for url in (gateway.url, gateway.url.replace("127.0.0.1", "localhost")):
         store.put_gateway(GatewayConfig(url, 500, None, {}), 0)
-        strict_engine = Engine(store, strict, clock)
+        strict_engine = ScheduledService(store, strict, clock)
         server = serve_api(strict_engine)
         try:
             key = store.create_api_key("admin", "g", 0)[1]
@@ -403,7 +404,7 @@ def test_notifications_carry_a_signature_per_active_secret(store, settings, cloc
     new, old = secret(b"N"), secret(b"O")
     rotating = settings.with_(signing_secret=f"{new} {old}")
     store.register_listener(5, None, listener.url, 0)
-    engine = Engine(store, rotating, clock)
+    engine = ScheduledService(store, rotating, clock)
     new_campaign(engine, campaign_id=6, customer_ids=["c1"])
     worker = Worker(store, rotating, clock, worker_id="w")
     worker.drain()

@@ -286,7 +286,7 @@ def test_gateway_calls_are_signed_when_a_secret_is_set(api, gateway, clock):
 def test_circuit_breaker_opens_and_probes_again(api, gateway, engine):
     api.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
     api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
-    breaker = api.app_state.realtime.gate.breaker
+    breaker = api.app_state.runtime.realtime.gate.breaker
     now = [1000.0]
     breaker.monotonic = lambda: now[0]
     batch = [event(f"e500-{i}") for i in range(50)]
@@ -363,10 +363,10 @@ def test_metrics_cover_both_halves(gated, engine, worker):
 def test_both_gate_clients_fail_closed_the_same_way(gateway, client, clock):
     import asyncio
 
-    from clearance.gate import Gate
     from clearance.metrics import Metrics
     from clearance.store import GatewayConfig
-    from clearance.triggers import TriggeredCampaign
+    from clearance.triggered.gate import Gate
+    from clearance.triggered.matching import TriggeredCampaign
 
     campaign = TriggeredCampaign.from_body(CAMPAIGN)
     config = GatewayConfig(gateway.url, 400, None, {})
@@ -406,10 +406,10 @@ def test_both_gate_clients_fail_closed_the_same_way(gateway, client, clock):
 def test_a_header_the_client_cannot_send_is_an_error_not_a_crash(gateway, client, clock):
     import asyncio
 
-    from clearance.gate import Gate
     from clearance.metrics import Metrics
     from clearance.store import GatewayConfig
-    from clearance.triggers import TriggeredCampaign
+    from clearance.triggered.gate import Gate
+    from clearance.triggered.matching import TriggeredCampaign
 
     campaign = TriggeredCampaign.from_body(CAMPAIGN)
     config = GatewayConfig(gateway.url, 2000, None, {"x-split": "a\r\nx-injected: 1"})
@@ -432,11 +432,11 @@ def test_both_gate_clients_check_a_gateway_name_as_it_resolves(gateway, client, 
     gateway when loopback is allowed, and is refused, without a call, when it is not."""
     import asyncio
 
-    from clearance.gate import Gate
     from clearance.metrics import Metrics
-    from clearance.outbound import OutboundPolicy
+    from clearance.outbound.policy import OutboundPolicy
     from clearance.store import GatewayConfig
-    from clearance.triggers import TriggeredCampaign
+    from clearance.triggered.gate import Gate
+    from clearance.triggered.matching import TriggeredCampaign
 
     campaign = TriggeredCampaign.from_body(CAMPAIGN)
     config = GatewayConfig(gateway.url.replace("127.0.0.1", "localhost"), 2000, None, {})
@@ -460,7 +460,7 @@ def test_both_gate_clients_check_a_gateway_name_as_it_resolves(gateway, client, 
 def test_the_gate_client_is_ready_before_the_first_event(api, gateway):
     """Saving the gateway builds its client at once (pyreqwest, the default), so the first
     events after a start or a change do not spend their budget waiting for it."""
-    realtime = api.app_state.realtime
+    realtime = api.app_state.runtime.realtime
     api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
     origin = ("http", "127.0.0.1", int(gateway.url.split(":")[2].split("/")[0]))
     deadline = time.monotonic() + 10

@@ -7,8 +7,8 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from clearance.config import Settings
 from clearance.errors import InvalidInput
-from clearance.notifier import BACKOFF_CAP_SECONDS, backoff_seconds
-from clearance.signing import webhook_headers
+from clearance.outbound.signing import webhook_headers
+from clearance.scheduled.notifier import BACKOFF_CAP_SECONDS, backoff_seconds
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 

@@ -1,14 +1,13 @@
-"""The ASGI application: routers, one error shape, a body-size limit, and the in-process worker."""
+"""The ASGI application over a Runtime: routers, one error shape, a body-size limit, and the
+runtime's start and stop in the app's lifespan."""
 
 from __future__ import annotations
 
 import gc
-import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -18,89 +17,31 @@ from clearance import __version__
 from clearance.api import errors
 from clearance.api.admin import admin_router
 from clearance.api.auth import KeyCache, authenticate
+from clearance.api.body import BodyLimit
 from clearance.api.fast import FastPath
 from clearance.api.native import native_router
+from clearance.api.ratelimit import KeyRateLimiter, LoginThrottle
 from clearance.api.responses import JSON
 from clearance.api.triggered import events_router, handle_events, triggered_router
 from clearance.api.wire import wire_router
-from clearance.engine import Engine
-from clearance.errors import ClearanceError, PayloadTooLarge
+from clearance.clock import SystemClock
+from clearance.config import Settings
+from clearance.errors import ClearanceError
 from clearance.logs import RequestLog, configure_logging, install_request_ids
-from clearance.ratelimit import KeyRateLimiter, LoginThrottle
-from clearance.triggered import RealTime
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from clearance.runtime import Runtime
 
 
-class BodyLimit:
-    """Refuse bodies over the limit with 413 before they are read into memory."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._too_large(send)
-                return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise PayloadTooLarge(f"body is larger than {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-    async def _too_large(self, send: Send) -> None:
-        body = orjson.dumps(
-            errors.error_body(413, "Payload Too Large", f"body is larger than {self.limit} bytes")
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-
-def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
-    """Build the API. With a `worker` (scheduler.Worker), it runs in a thread beside the API."""
+def create_app(runtime: Runtime) -> FastAPI:
+    """Build the API over a runtime; the app's lifespan starts and stops it (the real-time
+    side, and the worker if the runtime has one)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
-        thread = None
-        await realtime.start()
-        if worker is not None:
-            thread = threading.Thread(
-                target=worker.run, args=(stop,), name="clearance-worker", daemon=True
-            )
-            thread.start()
+        await runtime.start()
         try:
             yield
         finally:
-            await realtime.close()  # drains the decision log
-            stop.set()
-            if thread is not None:
-                thread.join(timeout=30)
+            await runtime.stop()  # drains the decision log, then stops the worker
 
     app = FastAPI(
         title="clearance",
@@ -113,16 +54,14 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    settings = engine.settings
+    settings = runtime.settings
     install_request_ids()
-    app.state.engine = engine
+    app.state.runtime = runtime
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.rate_limiter = KeyRateLimiter(
-        engine.clock, settings.rate_limit_per_second, settings.rate_limit_burst
+        runtime.clock, settings.rate_limit_per_second, settings.rate_limit_burst
     )
-    app.state.login_throttle = LoginThrottle(engine.clock, settings.login_failures_allowed)
-    realtime = RealTime(engine.store, engine.settings, engine.clock, engine.metrics)
-    app.state.realtime = realtime
+    app.state.login_throttle = LoginThrottle(runtime.clock, settings.login_failures_allowed)
     app.add_exception_handler(ClearanceError, errors.on_clearance_error)
     app.add_exception_handler(RequestValidationError, errors.on_validation_error)
     app.add_exception_handler(HTTPException, errors.on_http_error)
@@ -135,18 +74,18 @@ def create_app(engine: Engine, worker: Any | None = None) -> FastAPI:
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> Response:
-        await authenticate(request, engine)
+        await authenticate(request, runtime)
         return JSON(app.openapi())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
-        await authenticate(request, engine)
-        return Response(engine.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        await authenticate(request, runtime)
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:
         """The one call that needs no key: answers 200 while the database answers."""
-        return {"status": "ok", "schema_version": engine.store.db.schema_version()}
+        return {"status": "ok", "schema_version": runtime.store.db.schema_version()}
 
     app.add_middleware(FastPath, path="/api/v1/events", method="POST", handler=handle_events)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
@@ -161,9 +100,9 @@ def tune_process() -> None:
     """For a serving process, once everything is imported and built: `gc.freeze` moves what
     exists now out of the collector's sight, and the young generation is collected less often.
     The decision path allocates many short-lived objects; with the defaults a collection ran every
-    ~700 of them and, walking the whole heap of the app, took a sixth of the engine's CPU
-    (bench/gate.py). (A shorter GIL switch interval was tried for timeout precision: it cost ~10%
-    of the throughput and was left at the default.)"""
+    ~700 of them and, walking the whole heap of the app, took a large share of the engine's CPU
+    (bench/gate.py; the figures are in README.md). (A shorter GIL switch interval was tried for
+    timeout precision: it cost throughput and was left at the default.)"""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -171,12 +110,8 @@ def tune_process() -> None:
 
 def app_from_environment() -> FastAPI:
     """For `clearance serve --workers N`: each API process builds its own app from CLEARANCE_*."""
-    from clearance.clock import SystemClock
-    from clearance.config import Settings
-    from clearance.store import open_store
-
     settings = Settings.from_env()
     configure_logging(settings.log_format)
-    app = create_app(Engine(open_store(settings.database_url), settings, SystemClock()))
+    app = create_app(Runtime.open(settings, SystemClock()))
     tune_process()
     return app

@@ -10,9 +10,9 @@ import time
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from clearance.engine import Engine
+from clearance.api.ratelimit import KeyRateLimiter
 from clearance.errors import Forbidden, NotAuthenticated, TooManyRequests
-from clearance.ratelimit import KeyRateLimiter
+from clearance.runtime import Runtime
 from clearance.store import Principal
 
 
@@ -51,7 +51,7 @@ def limiter(request: Request) -> KeyRateLimiter | None:
     return found
 
 
-async def authenticate(request: Request, engine: Engine, admin: bool = False) -> Principal:
+async def authenticate(request: Request, runtime: Runtime, admin: bool = False) -> Principal:
     key = request.headers.get("x-api-key")
     if not key:  # what Prometheus and most tools send: `Authorization: Bearer <key>`
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
@@ -61,7 +61,7 @@ async def authenticate(request: Request, engine: Engine, admin: bool = False) ->
         cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
         principal = cache.get(key) if cache is not None else None
         if principal is None:
-            principal = await run_in_threadpool(engine.store.principal_for_key, key)
+            principal = await run_in_threadpool(runtime.store.principal_for_key, key)
             if principal is None:
                 raise NotAuthenticated("unknown or revoked API key")
             if cache is not None:
@@ -71,10 +71,10 @@ async def authenticate(request: Request, engine: Engine, admin: bool = False) ->
         if not token:
             raise NotAuthenticated("send an X-API-KEY header (or Authorization-Token from login)")
         principal, expired = await run_in_threadpool(
-            engine.store.principal_for_token,
+            runtime.store.principal_for_token,
             token.strip('"'),
-            engine.now_ms(),
-            engine.settings.token_idle_seconds * 1000,
+            runtime.now_ms(),
+            runtime.settings.token_idle_seconds * 1000,
         )
         if expired:
             raise Forbidden("Authorization-Token expired; log in again")

@@ -11,9 +11,45 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from clearance.api.responses import JSON
-from clearance.errors import ClearanceError, DeadlinePassed, TooManyRequests
+from clearance.errors import (
+    ClearanceError,
+    Conflict,
+    DeadlinePassed,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+    TooManyRequests,
+)
 
 log = logging.getLogger("clearance.api")
+
+# Each domain error's HTTP status and title; a subclass not listed takes its nearest base's.
+STATUS: dict[type[ClearanceError], tuple[int, str]] = {
+    ClearanceError: (500, "Internal Server Error"),
+    InvalidInput: (400, "Bad Request"),
+    PayloadTooLarge: (413, "Payload Too Large"),
+    NotAuthenticated: (401, "Unauthorized"),
+    Forbidden: (403, "Forbidden"),
+    NotFound: (404, "Not Found"),
+    Conflict: (409, "Conflict"),
+    StoreUnavailable: (503, "Service Unavailable"),
+    TooManyRequests: (429, "Too Many Requests"),
+}
+
+
+def status_of(exc: ClearanceError) -> tuple[int, str]:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return STATUS[ClearanceError]
+
+
+def clearance_error_body(exc: ClearanceError, **extra: Any) -> tuple[int, dict[str, Any]]:
+    status, title = status_of(exc)
+    return status, error_body(status, title, exc.message, field=exc.field, **extra)
 
 
 def error_headers(exc: ClearanceError) -> dict[str, str] | None:
@@ -35,11 +71,8 @@ async def on_clearance_error(request: Request, exc: Exception) -> JSON:
         extra = {"ClearanceRequiredBy": extra["clearance_required_by_text"]}
     else:
         extra = {}
-    return JSON(
-        error_body(exc.status, exc.title, exc.message, field=exc.field, **extra),
-        status_code=exc.status,
-        headers=error_headers(exc),
-    )
+    status, body = clearance_error_body(exc, **extra)
+    return JSON(body, status_code=status, headers=error_headers(exc))
 
 
 async def on_validation_error(request: Request, exc: Exception) -> JSON:

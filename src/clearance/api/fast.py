@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from clearance.api.errors import error_body, error_headers
+from clearance.api.errors import clearance_error_body, error_body, error_headers
 from clearance.api.responses import JSON
 from clearance.errors import ClearanceError
 
@@ -39,11 +39,8 @@ class FastPath:
         try:
             response = await self.handler(request)
         except ClearanceError as exc:
-            response = JSON(
-                error_body(exc.status, exc.title, exc.message, field=exc.field),
-                status_code=exc.status,
-                headers=error_headers(exc),
-            )
+            status, body = clearance_error_body(exc)
+            response = JSON(body, status_code=status, headers=error_headers(exc))
         except Exception:
             log.exception("unexpected error on %s %s", self.method, self.path)
             response = JSON(

@@ -9,12 +9,13 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from clearance.api.auth import authenticate
-from clearance.api.wire import check_listener_url, read_json
+from clearance.api.body import read_body, read_json
+from clearance.api.deps import Admin, RuntimeDep, runtime_of
+from clearance.api.models import Name, Strict
 from clearance.domain import (
     MAX_ID_LENGTH,
     Campaign,
@@ -25,18 +26,14 @@ from clearance.domain import (
     format_wire_time,
     parse_time,
 )
-from clearance.engine import Engine
-from clearance.errors import InvalidInput, PayloadTooLarge
-from clearance.store import ChannelConfig, Principal
+from clearance.errors import InvalidInput
+from clearance.outbound.policy import check_outbound_url
+from clearance.runtime import Runtime
+from clearance.store import ChannelConfig
 
-Name = Annotated[str, Field(max_length=200)]
 Id = Annotated[int, Field(ge=1, le=2**53)]
 # channels and templates are 32-bit in the store (and in the wire format)
 SmallId = Annotated[int, Field(ge=1, le=2**31 - 1)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TemplateIn(Strict):
@@ -108,39 +105,26 @@ class ChannelPut(Strict):
     delivery: DeliveryIn = Field(default_factory=DeliveryIn)
 
 
-def _engine(request: Request) -> Engine:
-    engine: Engine = request.app.state.engine
-    return engine
+def _iso(when: datetime | None, runtime: Runtime) -> str | None:
+    return None if when is None else when.astimezone(runtime.settings.tz).isoformat()
 
 
-async def admin(request: Request) -> Principal:
-    return await authenticate(request, _engine(request), admin=True)
-
-
-EngineDep = Annotated[Engine, Depends(_engine)]
-Admin = Annotated[Principal, Depends(admin)]
-
-
-def _iso(when: datetime | None, engine: Engine) -> str | None:
-    return None if when is None else when.astimezone(engine.settings.tz).isoformat()
-
-
-def campaign_out(engine: Engine, campaign_id: int) -> CampaignOut:
-    c = engine.store.get_campaign(campaign_id)
+def campaign_out(runtime: Runtime, campaign_id: int) -> CampaignOut:
+    c = runtime.store.get_campaign(campaign_id)
     return CampaignOut(
         campaign_id=c.campaign_id,
         name=c.name,
         state=c.state.value,
         conditional=c.conditional,
-        execute_at=format_wire_time(c.execute_at, engine.settings.tz),
+        execute_at=format_wire_time(c.execute_at, runtime.settings.tz),
         clearance_required_by=(
-            format_wire_time(c.clearance_required_by, engine.settings.tz)
+            format_wire_time(c.clearance_required_by, runtime.settings.tz)
             if c.clearance_required_by
             else None
         ),
         duration_days=c.duration_days,
-        counts=Counts(**engine.store.counts(campaign_id)),
-        last_error=c.extra.get("last_error"),
+        counts=Counts(**runtime.store.counts(campaign_id)),
+        last_error=c.last_error,
     )
 
 
@@ -162,8 +146,8 @@ def native_router() -> APIRouter:
     r = APIRouter(prefix="/api/v1")
 
     @r.post("/campaigns", status_code=201, response_model=CampaignOut)
-    def create_campaign(body: CampaignIn, engine: EngineDep, who: Admin) -> CampaignOut:
-        tz = engine.settings.tz
+    def create_campaign(body: CampaignIn, runtime: RuntimeDep, who: Admin) -> CampaignOut:
+        tz = runtime.settings.tz
         if not body.draft and body.target_group is None:
             raise InvalidInput(
                 "target_group is required unless draft is true", field="target_group"
@@ -193,8 +177,8 @@ def native_router() -> APIRouter:
             for t in body.target_group or ()
         ]
         _check_unique(target)
-        created = engine.create_campaign(campaign, target)
-        engine.audit(
+        created = runtime.scheduled.create_campaign(campaign, target)
+        runtime.audit(
             who.name,
             "campaign.create",
             f"campaign:{created.campaign_id}",
@@ -204,31 +188,31 @@ def native_router() -> APIRouter:
             draft=body.draft,
             target_group=len(target),
         )
-        return campaign_out(engine, created.campaign_id)
+        return campaign_out(runtime, created.campaign_id)
 
     @r.get("/campaigns/{campaign_id}", response_model=CampaignOut)
-    def get_campaign(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
-        return campaign_out(engine, campaign_id)
+    def get_campaign(campaign_id: int, runtime: RuntimeDep, who: Admin) -> CampaignOut:
+        return campaign_out(runtime, campaign_id)
 
     @r.post("/campaigns/{campaign_id}/target-group")
     async def upload_target(campaign_id: int, request: Request, who: Admin) -> dict[str, int]:
         """Append customers to a draft campaign: a JSON array, NDJSON, or CSV with a
         `customer_id` column (other columns become attributes). All or nothing."""
-        engine = _engine(request)
+        runtime = runtime_of(request)
         kind = (request.headers.get("content-type") or "application/json").split(";")[0].strip()
         if kind in ("application/x-ndjson", "application/ndjson"):
-            items = await _read_ndjson(request, engine)
+            items = await _read_ndjson(request, runtime)
         elif kind in ("text/csv", "application/csv"):
-            items = await _read_csv(request, engine)
+            items = await _read_csv(request, runtime)
         else:
-            items = await read_json(request, engine)
+            items = await read_json(request, runtime.settings.max_body_bytes)
             if not isinstance(items, list):
                 raise InvalidInput("body must be a JSON array of {customer_id, attributes}")
         rows = [_target_row(item, i) for i, item in enumerate(items)]
         _check_unique(rows)
-        size = await run_in_threadpool(engine.store.add_target, campaign_id, rows)
+        size = await run_in_threadpool(runtime.store.add_target, campaign_id, rows)
         await run_in_threadpool(
-            engine.audit,
+            runtime.audit,
             who.name,
             "campaign.target_group",
             f"campaign:{campaign_id}",
@@ -237,34 +221,34 @@ def native_router() -> APIRouter:
         return {"added": len(rows), "target_count": size}
 
     @r.post("/campaigns/{campaign_id}/schedule", response_model=CampaignOut)
-    def schedule(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
-        engine.schedule(campaign_id)
-        engine.audit(who.name, "campaign.schedule", f"campaign:{campaign_id}")
-        return campaign_out(engine, campaign_id)
+    def schedule(campaign_id: int, runtime: RuntimeDep, who: Admin) -> CampaignOut:
+        runtime.scheduled.schedule(campaign_id)
+        runtime.audit(who.name, "campaign.schedule", f"campaign:{campaign_id}")
+        return campaign_out(runtime, campaign_id)
 
     @r.post("/campaigns/{campaign_id}/cancel", response_model=CampaignOut)
-    def cancel(campaign_id: int, engine: EngineDep, who: Admin) -> CampaignOut:
-        engine.cancel(campaign_id)
-        engine.audit(who.name, "campaign.cancel", f"campaign:{campaign_id}")
-        return campaign_out(engine, campaign_id)
+    def cancel(campaign_id: int, runtime: RuntimeDep, who: Admin) -> CampaignOut:
+        runtime.scheduled.cancel(campaign_id)
+        runtime.audit(who.name, "campaign.cancel", f"campaign:{campaign_id}")
+        return campaign_out(runtime, campaign_id)
 
     @r.get("/campaigns/{campaign_id}/customers")
     def customers(
         campaign_id: int,
-        engine: EngineDep,
+        runtime: RuntimeDep,
         who: Admin,
         outcome: Literal["sent", "excluded", "approved"],
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     ) -> dict[str, Any]:
-        rows = engine.store.customer_outcomes(campaign_id, outcome, after, limit)
+        rows = runtime.store.customer_outcomes(campaign_id, outcome, after, limit)
         return {
             "customers": [
                 {
                     "customer_id": r.customer_id,
                     "outcome": r.outcome,
                     "reason": r.reason,
-                    "approved_at": _iso(r.approved_at, engine),
+                    "approved_at": _iso(r.approved_at, runtime),
                 }
                 for r in rows
             ],
@@ -272,16 +256,16 @@ def native_router() -> APIRouter:
         }
 
     @r.get("/campaigns/{campaign_id}/notifications")
-    def notifications(campaign_id: int, engine: EngineDep, who: Admin) -> list[dict[str, Any]]:
+    def notifications(campaign_id: int, runtime: RuntimeDep, who: Admin) -> list[dict[str, Any]]:
         """Every notification for the campaign, with every delivery attempt."""
-        engine.store.get_campaign(campaign_id)
-        return engine.store.campaign_notifications(campaign_id)
+        runtime.store.get_campaign(campaign_id)
+        return runtime.store.campaign_notifications(campaign_id)
 
     @r.put("/channels/{channel_id}")
     def put_channel(
         channel_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
         body: ChannelPut,
-        engine: EngineDep,
+        runtime: RuntimeDep,
         who: Admin,
     ) -> dict[str, Any]:
         if body.delivery.type == "webhook":
@@ -289,16 +273,18 @@ def native_router() -> APIRouter:
                 raise InvalidInput(
                     "delivery.url is required for webhook delivery", field="delivery.url"
                 )
-            target: str | None = check_listener_url(body.delivery.url, engine, "delivery.url")
+            target: str | None = check_outbound_url(
+                body.delivery.url, runtime.settings.outbound, "delivery.url"
+            )
         else:
             target = _channel_directory(body.delivery.directory)
-        engine.store.put_channel(
+        runtime.store.put_channel(
             ChannelConfig(
                 channel_id, body.name, body.clearance_lead_seconds, body.delivery.type, target
             ),
-            engine.now_ms(),
+            runtime.now_ms(),
         )
-        engine.audit(
+        runtime.audit(
             who.name,
             "channel.put",
             f"channel:{channel_id}",
@@ -348,16 +334,11 @@ def _target_row(item: Any, i: int) -> tuple[str, str | None]:
     return cid, _attrs(attributes)
 
 
-async def _body(request: Request, engine: Engine) -> bytes:
-    body = await request.body()
-    if len(body) > engine.settings.max_body_bytes:
-        raise PayloadTooLarge(f"body is larger than {engine.settings.max_body_bytes} bytes")
-    return body
-
-
-async def _read_ndjson(request: Request, engine: Engine) -> list[Any]:
+async def _read_ndjson(request: Request, runtime: Runtime) -> list[Any]:
     out = []
-    for n, line in enumerate((await _body(request, engine)).splitlines(), start=1):
+    for n, line in enumerate(
+        (await read_body(request, runtime.settings.max_body_bytes)).splitlines(), start=1
+    ):
         if line.strip():
             try:
                 out.append(orjson.loads(line))
@@ -366,9 +347,9 @@ async def _read_ndjson(request: Request, engine: Engine) -> list[Any]:
     return out
 
 
-async def _read_csv(request: Request, engine: Engine) -> list[Any]:
+async def _read_csv(request: Request, runtime: Runtime) -> list[Any]:
     try:
-        text = (await _body(request, engine)).decode("utf-8-sig")
+        text = (await read_body(request, runtime.settings.max_body_bytes)).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInput("CSV must be UTF-8") from exc
     reader = csv.DictReader(io.StringIO(text))

@@ -7,24 +7,26 @@ import io
 from typing import Annotated, Any, Literal
 
 from anyio import from_thread
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
 
 from clearance.api.auth import authenticate
-from clearance.api.native import Admin, EngineDep
+from clearance.api.body import read_json
+from clearance.api.deps import Admin, RealTimeDep, RuntimeDep, realtime_of, runtime_of
+from clearance.api.models import Name, Strict
 from clearance.api.responses import JSON
-from clearance.api.wire import check_listener_url, read_json
 from clearance.clock import from_ms
 from clearance.domain import parse_time
-from clearance.engine import Engine
 from clearance.errors import Conflict, InvalidInput, NotFound
-from clearance.gate import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
-from clearance.signing import mask_secret
+from clearance.outbound.policy import check_outbound_url
+from clearance.outbound.signing import mask_secret
+from clearance.runtime import Runtime
 from clearance.store import DecisionRow, GatewayConfig
-from clearance.triggered import RealTime, parse_events
-from clearance.triggers import compile_condition
+from clearance.store.triggered import DECISION_COLUMNS
+from clearance.triggered.events import parse_events
+from clearance.triggered.gate import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
+from clearance.triggered.matching import compile_condition
 
-Name = Annotated[str, Field(max_length=200)]
 # an HTTP token for names; no CR, LF or NUL in values (no header injection into gateway calls)
 HeaderName = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -32,10 +34,6 @@ HeaderName = Annotated[
 HeaderValue = Annotated[str, Field(max_length=2000, pattern=r"^[^\r\n\x00]*$")]
 Secret = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
 AnyId = Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(min_length=1, max_length=200)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TemplateT(Strict):
@@ -90,20 +88,12 @@ class GatewayIn(Strict):
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict, max_length=20)
 
 
-def _realtime(request: Request) -> RealTime:
-    realtime: RealTime = request.app.state.realtime
-    return realtime
-
-
-RealTimeDep = Annotated[RealTime, Depends(_realtime)]
-
-
-def _save(engine: Engine, body: TriggeredIn) -> tuple[dict[str, Any], bool]:
+def _save(runtime: Runtime, body: TriggeredIn) -> tuple[dict[str, Any], bool]:
     if body.trigger.condition:
         compile_condition(body.trigger.condition)
     data = body.model_dump()
-    created = engine.store.put_triggered(
-        str(body.id), data, body.trigger.event, body.active, engine.now_ms()
+    created = runtime.store.put_triggered(
+        str(body.id), data, body.trigger.event, body.active, runtime.now_ms()
     )
     return data, created
 
@@ -124,54 +114,54 @@ def triggered_router() -> APIRouter:
 
     @r.post("/api/v1/triggered-campaigns", status_code=201)
     def create(
-        body: TriggeredIn, engine: EngineDep, who: Admin, realtime: RealTimeDep
+        body: TriggeredIn, runtime: RuntimeDep, who: Admin, realtime: RealTimeDep
     ) -> dict[str, Any]:
         try:
-            engine.store.get_triggered(str(body.id))
+            runtime.store.get_triggered(str(body.id))
         except NotFound:
-            data = _save(engine, body)[0]
+            data = _save(runtime, body)[0]
             realtime.index.invalidate()
-            engine.audit(who.name, "triggered.create", f"triggered:{body.id}")
+            runtime.audit(who.name, "triggered.create", f"triggered:{body.id}")
             return data
         raise Conflict(f"triggered campaign {body.id} already exists; PUT replaces it", field="id")
 
     @r.get("/api/v1/triggered-campaigns")
-    def list_all(engine: EngineDep, who: Admin) -> list[dict[str, Any]]:
-        return engine.store.list_triggered()
+    def list_all(runtime: RuntimeDep, who: Admin) -> list[dict[str, Any]]:
+        return runtime.store.list_triggered()
 
     @r.get("/api/v1/triggered-campaigns/{campaign_id}")
-    def get_one(campaign_id: str, engine: EngineDep, who: Admin) -> dict[str, Any]:
-        return engine.store.get_triggered(campaign_id)
+    def get_one(campaign_id: str, runtime: RuntimeDep, who: Admin) -> dict[str, Any]:
+        return runtime.store.get_triggered(campaign_id)
 
     @r.put("/api/v1/triggered-campaigns/{campaign_id}")
     def replace(
         campaign_id: str,
         body: TriggeredIn,
-        engine: EngineDep,
+        runtime: RuntimeDep,
         who: Admin,
         response: Response,
         realtime: RealTimeDep,
     ) -> dict[str, Any]:
         if str(body.id) != campaign_id:
             raise InvalidInput(f"id {body.id} does not match the URL ({campaign_id})", field="id")
-        data, created = _save(engine, body)
+        data, created = _save(runtime, body)
         realtime.index.invalidate()
-        engine.audit(who.name, "triggered.replace", f"triggered:{body.id}", created=created)
+        runtime.audit(who.name, "triggered.replace", f"triggered:{body.id}", created=created)
         response.status_code = 201 if created else 200
         return data
 
     @r.delete("/api/v1/triggered-campaigns/{campaign_id}")
     def delete(
-        campaign_id: str, engine: EngineDep, who: Admin, realtime: RealTimeDep
+        campaign_id: str, runtime: RuntimeDep, who: Admin, realtime: RealTimeDep
     ) -> dict[str, Any]:
-        engine.store.delete_triggered(campaign_id)
+        runtime.store.delete_triggered(campaign_id)
         realtime.index.invalidate()
-        engine.audit(who.name, "triggered.delete", f"triggered:{campaign_id}")
+        runtime.audit(who.name, "triggered.delete", f"triggered:{campaign_id}")
         return {"deleted": campaign_id}
 
     @r.put("/triggered_conditional_execution_gateway")
     def put_gateway(
-        body: GatewayIn, engine: EngineDep, who: Admin, realtime: RealTimeDep
+        body: GatewayIn, runtime: RuntimeDep, who: Admin, realtime: RealTimeDep
     ) -> dict[str, Any]:
         if not MIN_TIMEOUT_MS <= body.timeout_ms <= MAX_TIMEOUT_MS:
             raise InvalidInput(
@@ -182,12 +172,15 @@ def triggered_router() -> APIRouter:
             raise InvalidInput("previous_secret needs a secret", field="previous_secret")
         secret = " ".join(s for s in (body.secret, body.previous_secret) if s) or None
         config = GatewayConfig(
-            check_listener_url(body.url, engine, "url"), body.timeout_ms, secret, body.headers
+            check_outbound_url(body.url, runtime.settings.outbound, "url"),
+            body.timeout_ms,
+            secret,
+            body.headers,
         )
-        engine.store.put_gateway(config, engine.now_ms())
+        runtime.store.put_gateway(config, runtime.now_ms())
         realtime.index.invalidate()
         from_thread.run_sync(realtime.gate.warm, config.url)  # this handler runs in a thread
-        engine.audit(
+        runtime.audit(
             who.name,
             "gateway.put",
             "gateway",
@@ -200,23 +193,23 @@ def triggered_router() -> APIRouter:
         return _masked(config)
 
     @r.get("/triggered_conditional_execution_gateway")
-    def get_gateway(engine: EngineDep, who: Admin) -> dict[str, Any]:
-        config = engine.store.get_gateway()
+    def get_gateway(runtime: RuntimeDep, who: Admin) -> dict[str, Any]:
+        config = runtime.store.get_gateway()
         if config is None:
             raise NotFound("no gateway is set")
         return _masked(config)
 
     @r.delete("/triggered_conditional_execution_gateway")
-    def delete_gateway(engine: EngineDep, who: Admin, realtime: RealTimeDep) -> dict[str, Any]:
-        if not engine.store.delete_gateway():
+    def delete_gateway(runtime: RuntimeDep, who: Admin, realtime: RealTimeDep) -> dict[str, Any]:
+        if not runtime.store.delete_gateway():
             raise NotFound("no gateway is set")
         realtime.index.invalidate()
-        engine.audit(who.name, "gateway.delete", "gateway")
+        runtime.audit(who.name, "gateway.delete", "gateway")
         return {"deleted": True}
 
     @r.get("/api/v1/decisions", response_model=None)
     def decisions(
-        engine: EngineDep,
+        runtime: RuntimeDep,
         who: Admin,
         campaign_id: str | None = None,
         user_id: str | None = None,
@@ -227,8 +220,8 @@ def triggered_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
         format: Literal["json", "csv"] = "json",
     ) -> Any:
-        tz = engine.settings.tz
-        rows = engine.store.query_decisions(
+        tz = runtime.settings.tz
+        rows = runtime.store.query_decisions(
             campaign_key=campaign_id,
             user_id=user_id,
             outcome=outcome,
@@ -262,39 +255,20 @@ def events_router() -> APIRouter:
 async def handle_events(request: Request) -> Response:
     """One event (object) or a batch (array). Each matching active campaign is decided; the
     reply says, per campaign, the outcome and whether a send was made."""
-    engine: Engine = request.app.state.engine
-    await authenticate(request, engine)
-    parsed, single = parse_events(await read_json(request, engine))
-    results = await _realtime(request).handle(parsed)
+    runtime = runtime_of(request)
+    await authenticate(request, runtime)
+    parsed, single = parse_events(await read_json(request, runtime.settings.max_body_bytes))
+    results = await realtime_of(request).handle(parsed)
     return JSON(results[0] if single else {"results": results})
 
 
-DECISION_FIELDS = (
-    "decision_id",
-    "at",
-    "campaign_id",
-    "user_id",
-    "is_visitor",
-    "outcome",
-    "reason",
-    "latency_ms",
-    "sent",
-    "shadow",
-)
+# The decision log's columns as the API names them (the store's campaign_key is our campaign_id).
+DECISION_FIELDS = tuple("campaign_id" if c == "campaign_key" else c for c in DECISION_COLUMNS)
 
 
 def _decision_out(row: DecisionRow | None) -> dict[str, Any]:
     if row is None:  # the CSV header
         return dict.fromkeys(DECISION_FIELDS)
-    return {
-        "decision_id": row.decision_id,
-        "at": from_ms(row.at).isoformat(),
-        "campaign_id": row.campaign_key,
-        "user_id": row.user_id,
-        "is_visitor": row.is_visitor,
-        "outcome": row.outcome,
-        "reason": row.reason,
-        "latency_ms": row.latency_ms,
-        "sent": row.sent,
-        "shadow": row.shadow,
-    }
+    out = dict(zip(DECISION_FIELDS, (getattr(row, c) for c in DECISION_COLUMNS), strict=True))
+    out["at"] = from_ms(row.at).isoformat()
+    return out

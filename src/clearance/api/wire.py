@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from clearance.api.auth import authenticate
+from clearance.api.body import read_json
+from clearance.api.deps import runtime_of
+from clearance.api.ratelimit import LoginThrottle
 from clearance.api.responses import JSON
 from clearance.channels import send_id
 from clearance.clock import from_ms
 from clearance.domain import (
+    MAX_APPROVALS_PER_CALL,
     EventType,
     State,
     check_customer_id,
@@ -28,41 +31,27 @@ from clearance.domain import (
     valid_customer_id,
     valid_customer_ids,
 )
-from clearance.engine import Engine
 from clearance.errors import (
     Conflict,
     InvalidInput,
     NotAuthenticated,
     NotFound,
-    PayloadTooLarge,
     TooManyRequests,
 )
-from clearance.ratelimit import LoginThrottle
+from clearance.outbound.policy import check_outbound_url
+from clearance.runtime import Runtime
 from clearance.store import Principal
 
 KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
-MAX_URL_LENGTH = 2048
 MAX_CHANNEL = 2**31 - 1  # channel ids are 32-bit in the store
 
-Handler = Callable[[Request, Engine, Principal], Awaitable[Response]]
+Handler = Callable[[Request, Runtime, Principal], Awaitable[Response]]
 
 
 def _ok(payload: Any = None) -> Response:
     if payload is None:
         return Response(status_code=200)
     return JSON(payload)
-
-
-async def read_json(request: Request, engine: Engine) -> Any:
-    body = await request.body()
-    if len(body) > engine.settings.max_body_bytes:
-        raise PayloadTooLarge(f"body is larger than {engine.settings.max_body_bytes} bytes")
-    if not body:
-        raise InvalidInput("request body is empty; send JSON")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"body is not valid JSON: {exc}") from exc
 
 
 def _int(
@@ -92,19 +81,9 @@ def _object(body: Any) -> dict[str, Any]:
     return body
 
 
-def check_listener_url(raw: Any, engine: Engine, field: str = "ListenerURL") -> str:
-    """An http(s) URL (URL-encoded accepted) that the outbound allowlist lets the server call."""
-    if not isinstance(raw, str) or not raw:
-        raise InvalidInput(f"{field} is required", field=field)
-    url = unquote(raw) if raw.lower().startswith(("http%3a", "https%3a")) else raw
-    if len(url) > MAX_URL_LENGTH:
-        raise InvalidInput(f"{field} is too long", field=field)
-    return engine.settings.outbound.check_url(url, field=field)
-
-
 # --- general -------------------------------------------------------------------------------------
-async def login(request: Request, engine: Engine) -> Response:
-    body = _object(await read_json(request, engine))
+async def login(request: Request, runtime: Runtime) -> Response:
+    body = _object(await read_json(request, runtime.settings.max_body_bytes))
     username, password = body.get("Username"), body.get("Password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidInput("Username and Password are required strings", field="Username")
@@ -115,7 +94,7 @@ async def login(request: Request, engine: Engine) -> Response:
         raise TooManyRequests(
             f"too many failed logins; retry in {math.ceil(wait)} s", retry_after=wait
         )
-    token = await run_in_threadpool(engine.store.login, username, password, engine.now_ms())
+    token = await run_in_threadpool(runtime.store.login, username, password, runtime.now_ms())
     if token is None:
         throttle.failed(username, address)
         raise NotAuthenticated("wrong username or password")
@@ -123,8 +102,8 @@ async def login(request: Request, engine: Engine) -> Response:
     return JSON(token)
 
 
-async def register_listener(request: Request, engine: Engine, who: Principal) -> Response:
-    body = _object(await read_json(request, engine))
+async def register_listener(request: Request, runtime: Runtime, who: Principal) -> Response:
+    body = _object(await read_json(request, runtime.settings.max_body_bytes))
     event_type = _int(body.get("EventTypeID"), "EventTypeID", minimum=1)
     assert event_type is not None
     if event_type not in KNOWN_EVENT_TYPES:
@@ -137,12 +116,14 @@ async def register_listener(request: Request, engine: Engine, who: Principal) ->
     )
     if event_type == EventType.CLEARANCE_REQUIRED and channel is not None:
         raise InvalidInput("EventTypeID 5 is registered without a ChannelID", field="ChannelID")
-    url = await run_in_threadpool(check_listener_url, body.get("ListenerURL"), engine)
-    await run_in_threadpool(
-        engine.store.register_listener, event_type, channel, url, engine.now_ms()
+    url = await run_in_threadpool(
+        check_outbound_url, body.get("ListenerURL"), runtime.settings.outbound, "ListenerURL"
     )
     await run_in_threadpool(
-        engine.audit,
+        runtime.store.register_listener, event_type, channel, url, runtime.now_ms()
+    )
+    await run_in_threadpool(
+        runtime.audit,
         who.name,
         "listener.register",
         f"listener:{event_type}:{channel or 0}",
@@ -151,22 +132,22 @@ async def register_listener(request: Request, engine: Engine, who: Principal) ->
     return _ok()
 
 
-async def unregister_listener(request: Request, engine: Engine, who: Principal) -> Response:
-    body = _object(await read_json(request, engine))
+async def unregister_listener(request: Request, runtime: Runtime, who: Principal) -> Response:
+    body = _object(await read_json(request, runtime.settings.max_body_bytes))
     event_type = _int(body.get("EventTypeID"), "EventTypeID", minimum=1)
     channel = _int(
         body.get("ChannelID"), "ChannelID", required=False, minimum=1, maximum=MAX_CHANNEL
     )
     assert event_type is not None
-    await run_in_threadpool(engine.store.unregister_listener, event_type, channel)
+    await run_in_threadpool(runtime.store.unregister_listener, event_type, channel)
     await run_in_threadpool(
-        engine.audit, who.name, "listener.unregister", f"listener:{event_type}:{channel or 0}"
+        runtime.audit, who.name, "listener.unregister", f"listener:{event_type}:{channel or 0}"
     )
     return _ok()
 
 
-async def get_listeners(request: Request, engine: Engine, who: Principal) -> Response:
-    rows = await run_in_threadpool(engine.store.list_listeners)
+async def get_listeners(request: Request, runtime: Runtime, who: Principal) -> Response:
+    rows = await run_in_threadpool(runtime.store.list_listeners)
     return _ok([{"EventTypeID": e, "ListenerURL": u, "ChannelID": c} for e, u, c in rows])
 
 
@@ -184,7 +165,7 @@ def _campaign_id(request: Request) -> int:
     return value
 
 
-async def processed_customers(request: Request, engine: Engine, who: Principal) -> Response:
+async def processed_customers(request: Request, runtime: Runtime, who: Principal) -> Response:
     campaign_id = _campaign_id(request)
     top, skip = _paging(request)
     q = request.query_params
@@ -195,35 +176,31 @@ async def processed_customers(request: Request, engine: Engine, who: Principal) 
         )
     raw_attrs = q.get("CustomerAttributes")
     names = [a.strip() for a in raw_attrs.split(delimiter) if a.strip()] if raw_attrs else []
-    body = await run_in_threadpool(_processed_page, engine, campaign_id, top, skip, names)
+    body = await run_in_threadpool(_processed_page, runtime, campaign_id, top, skip, names)
     return Response(body, media_type="application/json")
 
 
 def _processed_page(
-    engine: Engine, campaign_id: int, top: int, skip: int, names: list[str]
+    runtime: Runtime, campaign_id: int, top: int, skip: int, names: list[str]
 ) -> bytes:
-    c = engine.store.get_campaign(campaign_id)
-    if c.extra.get("processed_at") is None:
+    c = runtime.store.get_campaign(campaign_id)
+    if c.processed_at is None:
         raise Conflict(
             f"campaign {campaign_id} is {c.state}; its customers are listed once it is processed"
         )
-    if c.state == State.AWAITING_CLEARANCE and engine.membership is not None:
-        engine.membership.prefetch(campaign_id)
+    if c.state == State.AWAITING_CLEARANCE and runtime.scheduled.membership is not None:
+        runtime.scheduled.membership.prefetch(campaign_id)
     action_id = c.action_id
+    promo = c.promo_code_for
     if not names:
-        codes, k = c.promo_codes, len(c.promo_codes)
-        rows = engine.store.page_target(campaign_id, skip, top, attributes=False)
-        if not k:
-            return orjson.dumps(
-                [{"CustomerID": cid, "ActionID": action_id, "PromoCode": ""} for _, cid in rows]
-            )
+        rows = runtime.store.page_target(campaign_id, skip, top, attributes=False)
         return orjson.dumps(
             [
-                {"CustomerID": cid, "ActionID": action_id, "PromoCode": codes[(seq - 1) % k]}
+                {"CustomerID": cid, "ActionID": action_id, "PromoCode": promo(seq)}
                 for seq, cid in rows
             ]
         )
-    rows = engine.store.page_target(campaign_id, skip, top)
+    rows = runtime.store.page_target(campaign_id, skip, top)
     out = []
     for seq, cid, attrs in rows:
         values = orjson.loads(attrs) if attrs else {}
@@ -231,20 +208,20 @@ def _processed_page(
             {
                 "CustomerID": cid,
                 "ActionID": action_id,
-                "PromoCode": c.promo_code_for(seq),
+                "PromoCode": promo(seq),
                 "CustomerAttributes": [values.get(n) for n in names],
             }
         )
     return orjson.dumps(out)
 
 
-async def canceled_customers(request: Request, engine: Engine, who: Principal) -> Response:
+async def canceled_customers(request: Request, runtime: Runtime, who: Principal) -> Response:
     campaign_id = _campaign_id(request)
     top, skip = _paging(request)
 
     def page() -> list[dict[str, Any]]:
-        c = engine.store.get_campaign(campaign_id)
-        rows = engine.store.canceled_customers(campaign_id, top, skip)
+        c = runtime.store.get_campaign(campaign_id)
+        rows = runtime.store.canceled_customers(campaign_id, top, skip)
         return [
             {"CustomerID": cid, "ActionID": c.action_id, "PromoCode": c.promo_code_for(seq)}
             for seq, cid in rows
@@ -253,16 +230,16 @@ async def canceled_customers(request: Request, engine: Engine, who: Principal) -
     return _ok(await run_in_threadpool(page))
 
 
-async def send_details(request: Request, engine: Engine, who: Principal) -> Response:
+async def send_details(request: Request, runtime: Runtime, who: Principal) -> Response:
     campaign_id = _campaign_id(request)
     top, skip = _paging(request)
     with_templates = (request.query_params.get("IncludeTemplateIDs") or "").lower() == "true"
-    tz = engine.settings.tz
+    tz = runtime.settings.tz
 
     def page() -> list[dict[str, Any]]:
-        engine.store.get_campaign(campaign_id)  # 404 for an unknown campaign
+        runtime.store.get_campaign(campaign_id)  # 404 for an unknown campaign
         out = []
-        for seq, cid, channel, template, scheduled in engine.store.send_details(
+        for seq, cid, channel, template, scheduled in runtime.store.send_details(
             campaign_id, top, skip
         ):
             row: dict[str, Any] = {
@@ -280,16 +257,16 @@ async def send_details(request: Request, engine: Engine, who: Principal) -> Resp
 
 
 # --- integrations --------------------------------------------------------------------------------
-async def update_promotion_status(request: Request, engine: Engine, who: Principal) -> Response:
-    body = _object(await read_json(request, engine))
+async def update_promotion_status(request: Request, runtime: Runtime, who: Principal) -> Response:
+    body = _object(await read_json(request, runtime.settings.max_body_bytes))
     campaign_id = _int(body.get("CampaignID"), "CampaignID", minimum=1)
     assert campaign_id is not None
     updates = body.get("PromosUpdated")
     if not isinstance(updates, list):
         raise InvalidInput("PromosUpdated must be a list", field="PromosUpdated")
-    if len(updates) > 10_000:
+    if len(updates) > MAX_APPROVALS_PER_CALL:
         raise InvalidInput(
-            f"PromosUpdated has {len(updates)} entries; at most 10000 per call. "
+            f"PromosUpdated has {len(updates)} entries; at most {MAX_APPROVALS_PER_CALL} per call. "
             "Nothing was applied.",
             field="PromosUpdated",
         )
@@ -297,7 +274,7 @@ async def update_promotion_status(request: Request, engine: Engine, who: Princip
     # DEL; a body with neither cannot carry one, and the ids need no scan for them.
     raw = await request.body()  # already read: Starlette keeps it
     entries = _promotion_entries(updates, control_possible=b"\\" in raw or b"\x7f" in raw)
-    result = await run_in_threadpool(engine.approve, campaign_id, entries)
+    result = await run_in_threadpool(runtime.scheduled.approve, campaign_id, entries)
     return _ok({"Applied": result.applied, "NotInTargetGroup": result.not_in_target_group})
 
 
@@ -349,24 +326,24 @@ def _promo_list(body: Any, need_name: bool) -> list[tuple[str, str]]:
     return out
 
 
-async def add_promotions(request: Request, engine: Engine, who: Principal) -> Response:
-    promos = _promo_list(await read_json(request, engine), need_name=True)
-    await run_in_threadpool(engine.store.add_promotions, promos, engine.now_ms())
+async def add_promotions(request: Request, runtime: Runtime, who: Principal) -> Response:
+    promos = _promo_list(await read_json(request, runtime.settings.max_body_bytes), need_name=True)
+    await run_in_threadpool(runtime.store.add_promotions, promos, runtime.now_ms())
     await run_in_threadpool(
-        engine.audit, who.name, "promotions.add", "promotions", codes=[c for c, _ in promos]
+        runtime.audit, who.name, "promotions.add", "promotions", codes=[c for c, _ in promos]
     )
     return _ok()
 
 
-async def get_promotions(request: Request, engine: Engine, who: Principal) -> Response:
-    return _ok(await run_in_threadpool(engine.store.list_promotions))
+async def get_promotions(request: Request, runtime: Runtime, who: Principal) -> Response:
+    return _ok(await run_in_threadpool(runtime.store.list_promotions))
 
 
-async def delete_promotions(request: Request, engine: Engine, who: Principal) -> Response:
-    promos = _promo_list(await read_json(request, engine), need_name=False)
-    await run_in_threadpool(engine.store.delete_promotions, [c for c, _ in promos])
+async def delete_promotions(request: Request, runtime: Runtime, who: Principal) -> Response:
+    promos = _promo_list(await read_json(request, runtime.settings.max_body_bytes), need_name=False)
+    await run_in_threadpool(runtime.store.delete_promotions, [c for c, _ in promos])
     await run_in_threadpool(
-        engine.audit, who.name, "promotions.delete", "promotions", codes=[c for c, _ in promos]
+        runtime.audit, who.name, "promotions.delete", "promotions", codes=[c for c, _ in promos]
     )
     return _ok()
 
@@ -390,16 +367,16 @@ def wire_router() -> APIRouter:
 
     @router.api_route("/current/{area}/{function}", methods=["GET", "POST"])
     async def dispatch(area: str, function: str, request: Request) -> Response:
-        engine: Engine = request.app.state.engine
+        runtime = runtime_of(request)
         name = f"{area.lower()}/{function.lower()}"
         if name == "general/login" and request.method == "POST":
-            return await login(request, engine)
-        principal = await authenticate(request, engine)  # first: no key, no map of the calls
+            return await login(request, runtime)
+        principal = await authenticate(request, runtime)  # first: no key, no map of the calls
         handler = ROUTES.get((request.method, name))
         if handler is None:
             if any(key[1] == name for key in ROUTES):
                 raise InvalidInput(f"{area}/{function} does not accept {request.method}")
             raise NotFound(f"unknown call {area}/{function}")
-        return await handler(request, engine, principal)
+        return await handler(request, runtime, principal)
 
     return router

@@ -3,13 +3,10 @@ for the file adapter and carries the same `webhook-id` for the webhook adapter."
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from clearance.clock import Clock
-from clearance.config import Settings
-from clearance.store import Batch, ChannelConfig
+from clearance.store import Batch
 
 
 class ChannelError(Exception):
@@ -47,16 +44,3 @@ def send_id(campaign_id: int, channel_id: int, seq: int) -> str:
 
 class Delivery(Protocol):
     def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None: ...
-
-
-def delivery_for(config: ChannelConfig | None, settings: Settings, clock: Clock) -> Delivery:
-    from clearance.channels.file import FileDelivery
-    from clearance.channels.webhook import WebhookDelivery
-
-    if config is not None and config.delivery == "webhook":
-        if not config.target:
-            raise ChannelError(f"channel {config.channel_id} has webhook delivery but no url")
-        return WebhookDelivery(config.target, settings, clock)
-    base = settings.file_channel_dir
-    subdirectory = config.target if config and config.target else None
-    return FileDelivery(os.path.join(base, subdirectory) if subdirectory else base)

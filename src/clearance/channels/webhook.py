@@ -11,8 +11,8 @@ import orjson
 from clearance.channels.base import BatchName, ChannelError
 from clearance.clock import Clock
 from clearance.config import Settings
-from clearance.outbound import OutboundRefused
-from clearance.signing import webhook_headers
+from clearance.outbound.policy import OutboundRefused
+from clearance.outbound.signing import webhook_headers
 
 
 class WebhookDelivery:

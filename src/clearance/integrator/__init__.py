@@ -1,6 +1,8 @@
 """The operator's side of Conditional Execution: a client for the wire-format calls, a listener
 app for scheduled campaigns, a gateway app for triggered ones, compliance rules and promo
-activation. It talks to the engine only over HTTP."""
+activation.
+
+It talks to the engine only over HTTP: it imports nothing of the engine's (a test pins this)."""
 
 from clearance.integrator.client import ApprovalSummary, Client, Customer
 from clearance.integrator.customers import CallableCustomers, CsvCustomers, SqlCustomers

@@ -19,6 +19,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,13 @@ DEFAULT_FIELDS = {
     "min_age": "age",
     "not_self_excluded": "self_excluded",
 }
+
+
+def sample_rules_text() -> str:
+    """The sample rules file that ships with the package (`sample_rules.toml`, the rules
+    `clearance demo` runs with), as TOML text."""
+    sample = resources.files("clearance.integrator").joinpath("sample_rules.toml")
+    return sample.read_text(encoding="utf-8")
 
 
 class RuleError(ValueError):

@@ -1,10 +1,13 @@
-"""The store: every read and write the engine makes, behind one object, on SQLite or PostgreSQL."""
+"""The store: every read and write the engine makes, behind one object, on SQLite or PostgreSQL.
+
+Imports only `domain`, `errors` and `clock`; the drivers sit behind the seam in `db`."""
 
 from __future__ import annotations
 
 from clearance.store.access import AccessStore, ChannelConfig, Principal
 from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
-from clearance.store.db import Database, open_database
+from clearance.store.connect import open_database
+from clearance.store.db import Database
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, Notification, WorkStore
 

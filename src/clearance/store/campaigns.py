@@ -9,94 +9,17 @@ from typing import Any
 import orjson
 
 from clearance.clock import from_ms, to_ms
-from clearance.domain import (
-    Campaign,
-    ChannelRef,
-    Reason,
-    State,
-    Template,
-)
+from clearance.domain import Campaign, Reason, State
 from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
+from clearance.store.campaign_rows import campaign_from_row, channels_json
 from clearance.store.db import Database, Tx
-
-CAMPAIGN_COLUMNS = (
-    "campaign_id, name, state, conditional, execute_at, process_at, duration_days, "
-    "clearance_lead_seconds, clearance_required_by, action_id, action_name, promo_codes, "
-    "channels, target_count, created_at, executed_at, canceled_at, processed_at, cleared_at, "
-    "exec_cursor, last_error, next_step_at"
-)
-
-
-def _opt_time(ms: Any) -> Any:
-    return None if ms is None else from_ms(int(ms))
-
-
-def campaign_from_row(row: dict[str, Any]) -> Campaign:
-    channels = [
-        ChannelRef(
-            c["id"],
-            c.get("name", ""),
-            tuple(Template(t["id"], t.get("name", "")) for t in c.get("templates") or ()),
-        )
-        for c in orjson.loads(row["channels"])
-    ]
-    return Campaign(
-        campaign_id=int(row["campaign_id"]),
-        name=row["name"],
-        execute_at=from_ms(int(row["execute_at"])),
-        duration_days=int(row["duration_days"]),
-        conditional=bool(row["conditional"]),
-        action_id=int(row["action_id"]),
-        action_name=row["action_name"],
-        promo_codes=orjson.loads(row["promo_codes"]),
-        channels=channels,
-        state=State(row["state"]),
-        clearance_lead_seconds=row["clearance_lead_seconds"],
-        process_at=_opt_time(row["process_at"]),
-        clearance_required_by=_opt_time(row["clearance_required_by"]),
-        target_count=int(row["target_count"]),
-        created_at=_opt_time(row["created_at"]),
-        executed_at=_opt_time(row["executed_at"]),
-        canceled_at=_opt_time(row["canceled_at"]),
-        extra={
-            "processed_at": _opt_time(row["processed_at"]),
-            "cleared_at": _opt_time(row["cleared_at"]),
-            "exec_cursor": int(row["exec_cursor"]),
-            "last_error": row["last_error"],
-            "next_step_at": _opt_time(row["next_step_at"]),
-        },
-    )
-
-
-def channels_json(channels: Sequence[ChannelRef]) -> str:
-    return orjson.dumps(
-        [
-            {
-                "id": c.id,
-                "name": c.name,
-                "templates": [{"id": t.id, "name": t.name} for t in c.templates],
-            }
-            for c in channels
-        ]
-    ).decode()
-
+from clearance.store.queries import query
 
 # The approvals that count: per customer, the latest status (a tie in time goes to "false").
-_LATEST = (
-    "(SELECT a.{col} FROM approvals a WHERE a.campaign_id = t.campaign_id "
-    "AND a.customer_id = t.customer_id ORDER BY a.at DESC, a.status ASC LIMIT 1)"
-)
-LATEST_STATUS = _LATEST.format(col="status")
-LATEST_AT = _LATEST.format(col="at")
-LATEST_APPROVALS = (
-    "SELECT customer_id, status, at, ROW_NUMBER() OVER (PARTITION BY customer_id "
-    "ORDER BY at DESC, status ASC) AS rn FROM approvals WHERE campaign_id = ?"
-)
-FREEZE_APPROVALS = (
-    "UPDATE target_customers SET approval = a.status, approval_at = a.at "
-    f"FROM ({LATEST_APPROVALS}) AS a WHERE target_customers.campaign_id = ? "
-    "AND target_customers.customer_id = a.customer_id AND a.rn = 1"
-)
+LATEST_STATUS = query("latest_approval_column", column="status")
+LATEST_AT = query("latest_approval_column", column="at")
+LATEST_APPROVALS = query("latest_approvals")
+FREEZE_APPROVALS = query("freeze_approvals", latest_approvals=LATEST_APPROVALS)
 
 
 APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
@@ -122,9 +45,7 @@ class CampaignStore:
     db: Database
 
     def _get_row(self, tx: Tx, campaign_id: int, lock: str = "") -> dict[str, Any]:
-        rows = tx.fetchdicts(
-            f"SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE campaign_id = ?{lock}", (campaign_id,)
-        )
+        rows = tx.fetchdicts(query("campaign", lock=lock), (campaign_id,))
         if not rows:
             raise NotFound(f"campaign {campaign_id} does not exist", field="CampaignID")
         return rows[0]
@@ -145,10 +66,7 @@ class CampaignStore:
             elif tx.fetchone("SELECT 1 FROM campaigns WHERE campaign_id = ?", (campaign_id,)):
                 raise Conflict(f"campaign {campaign_id} already exists", field="campaign_id")
             tx.execute(
-                "INSERT INTO campaigns (campaign_id, name, state, conditional, execute_at, "
-                "process_at, duration_days, clearance_lead_seconds, action_id, action_name, "
-                "promo_codes, channels, target_count, next_step_at, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+                query("insert_campaign"),
                 (
                     campaign_id,
                     c.name,

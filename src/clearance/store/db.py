@@ -147,24 +147,3 @@ class Database(abc.ABC):
 def _statements(sql: str) -> list[str]:
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def open_database(url: str) -> Database:
-    """`sqlite:///path/to.db` (the embedded default) or `postgresql://…`."""
-    if url.startswith("sqlite:"):
-        from clearance.store.sqlite import SQLiteDatabase
-
-        path = url.removeprefix("sqlite:").removeprefix("//")
-        if path.startswith("/./") or path.startswith("/../"):
-            path = path[1:]
-        return SQLiteDatabase(path or "clearance.db")
-    if url.startswith(("postgresql:", "postgres:")):
-        from clearance.store.postgres import PostgresDatabase
-
-        return PostgresDatabase(url)
-    from clearance.errors import InvalidInput
-
-    raise InvalidInput(
-        f"unsupported database URL {url!r}: use sqlite:///path or postgresql://…",
-        field="database_url",
-    )

@@ -13,6 +13,7 @@ import psycopg_pool
 
 from clearance.errors import Conflict, InvalidInput, StoreUnavailable
 from clearance.store.db import Database, Params, Row, Tx
+from clearance.store.queries import query
 
 _SQL_CACHE: dict[str, str] = {}
 # Characters COPY's text format gives a meaning to: the escape, the delimiter, line ends.
@@ -115,26 +116,14 @@ class PostgresTx(Tx):
         statuses = [status for _, status in entries]
         with self.conn.cursor() as cur:
             cur.execute(
-                "INSERT INTO approvals (campaign_id, customer_id, status, at) "
-                "SELECT %s, v.customer_id, v.status, %s "
-                "FROM unnest(%s::text[], %s::boolean[]) AS v(customer_id, status) "
-                # LATERAL + LIMIT forces one index probe per entry; with EXISTS the planner may
-                # pick a hash join that scans the whole target table.
-                "CROSS JOIN LATERAL (SELECT 1 FROM target_customers t "
-                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id LIMIT 1) AS member",
+                query("insert_approvals.postgres"),
                 (campaign_id, at_ms, ids, statuses, campaign_id),
             )
             return cur.rowcount
 
     def missing_customers(self, campaign_id: int, customer_ids: Sequence[str]) -> list[str]:
         with self.conn.cursor() as cur:
-            cur.execute(
-                "SELECT v.customer_id FROM unnest(%s::text[]) WITH ORDINALITY AS v(customer_id, n) "
-                "LEFT JOIN LATERAL (SELECT 1 AS found FROM target_customers t "
-                "WHERE t.campaign_id = %s AND t.customer_id = v.customer_id LIMIT 1) AS member "
-                "ON TRUE WHERE member.found IS NULL ORDER BY v.n",
-                (list(customer_ids), campaign_id),
-            )
+            cur.execute(query("missing_customers.postgres"), (list(customer_ids), campaign_id))
             return [r[0] for r in cur.fetchall()]
 
     def mark_late(self, campaign_id: int, customer_ids: Sequence[str], at_ms: int) -> None:

@@ -12,6 +12,7 @@ import orjson
 
 from clearance.errors import Conflict, InvalidInput, StoreUnavailable
 from clearance.store.db import Database, Params, Row, Tx
+from clearance.store.queries import query
 
 _CHUNK = 500  # below SQLite's host-parameter limit
 _JSON_BATCH = 20_000  # rows per bulk statement
@@ -51,9 +52,7 @@ class SQLiteTx(Tx):
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
     ) -> int:
         return self.conn.executemany(
-            "INSERT INTO approvals (campaign_id, customer_id, status, at) SELECT ?, ?, ?, ? "
-            "WHERE EXISTS (SELECT 1 FROM target_customers WHERE campaign_id = ? "
-            "AND customer_id = ?)",
+            query("insert_approvals.sqlite"),
             [(campaign_id, cid, status, at_ms, campaign_id, cid) for cid, status in entries],
         ).rowcount
 

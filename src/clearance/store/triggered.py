@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import orjson
 
 from clearance.errors import NotFound
 from clearance.store.db import Database, Tx
-
-DECISION_COLUMNS = (
-    "decision_id",
-    "at",
-    "campaign_key",
-    "user_id",
-    "is_visitor",
-    "outcome",
-    "reason",
-    "latency_ms",
-    "sent",
-    "shadow",
-)
 
 
 @dataclass(frozen=True)
@@ -45,6 +32,10 @@ class DecisionRow:
     latency_ms: float
     sent: bool
     shadow: bool
+
+
+# The decisions table's columns, in DecisionRow's order (the bulk writer and the reader use it).
+DECISION_COLUMNS = tuple(f.name for f in fields(DecisionRow))
 
 
 class TriggeredStore:

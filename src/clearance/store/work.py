@@ -10,6 +10,7 @@ from clearance.domain import ACTIVE_STATES, CANCELABLE_STATES, State
 from clearance.errors import Conflict
 from clearance.store.campaigns import FREEZE_APPROVALS
 from clearance.store.db import Database, Tx
+from clearance.store.queries import query
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Batch:
 
 
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
+_ACTIVE_MARKS = ", ".join("?" for _ in _ACTIVE)
 
 
 class WorkStore:
@@ -45,16 +47,11 @@ class WorkStore:
 
     # --- campaign steps -------------------------------------------------------------------------
     def claim_due_campaign(self, now_ms: int, owner: str, lease_until: int) -> int | None:
-        marks = ", ".join("?" for _ in _ACTIVE)
+        sql = query(
+            "claim_due_campaign", active_states=_ACTIVE_MARKS, skip_locked=self.db.skip_locked
+        )
         with self.db.transaction() as tx:
-            row = tx.fetchone(
-                "UPDATE campaigns SET lease_owner = ?, lease_until = ? WHERE campaign_id = ("
-                "SELECT campaign_id FROM campaigns WHERE next_step_at <= ? "
-                f"AND state IN ({marks}) "
-                "AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?) "
-                f"ORDER BY next_step_at LIMIT 1{self.db.skip_locked}) RETURNING campaign_id",
-                (owner, lease_until, now_ms, *_ACTIVE, now_ms, owner),
-            )
+            row = tx.fetchone(sql, (owner, lease_until, now_ms, *_ACTIVE, now_ms, owner))
         return int(row[0]) if row else None
 
     def release(
@@ -184,16 +181,9 @@ class WorkStore:
                 return None
             first, last = int(rows[0][0]), int(rows[-1][0])
             width = len(channels)
-            # send_no numbers the campaign's sends densely, so wire paging ($skip) seeks by key.
-            # The sends are written by the database from the rows it just read: no round trip.
             for k, (channel_id, template_id) in enumerate(channels):
                 tx.execute(
-                    "INSERT INTO sends (campaign_id, seq, channel_id, customer_id, template_id, "
-                    "scheduled_at, send_no) SELECT campaign_id, seq, CAST(? AS INTEGER), "
-                    "customer_id, CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS BIGINT) "
-                    "+ (ROW_NUMBER() OVER (ORDER BY seq) - 1) * CAST(? AS BIGINT) "
-                    "FROM target_customers WHERE campaign_id = ? AND seq >= ? "
-                    "AND seq <= ?" + approved,
+                    query("insert_sends", approved=approved),
                     (
                         channel_id,
                         template_id,
@@ -274,9 +264,7 @@ class WorkStore:
     def _enqueue(self, tx: Tx, notifications: Sequence[Notification]) -> None:
         if notifications:
             tx.executemany(
-                "INSERT INTO notifications (notification_id, campaign_id, event_type_id, "
-                "channel_id, listener_url, body, state, attempts, next_attempt_at, expires_at, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, ?)",
+                query("insert_notification"),
                 [
                     (
                         n.notification_id,
@@ -296,12 +284,7 @@ class WorkStore:
     def claim_notifications(self, now_ms: int, lease_until: int, limit: int) -> list[Notification]:
         with self.db.transaction() as tx:
             rows = tx.fetchall(
-                "UPDATE notifications SET lease_until = ? WHERE notification_id IN ("
-                "SELECT notification_id FROM notifications WHERE state = 'pending' "
-                "AND next_attempt_at <= ? AND (lease_until IS NULL OR lease_until < ?) "
-                f"ORDER BY next_attempt_at LIMIT ?{self.db.skip_locked}) "
-                "RETURNING notification_id, campaign_id, event_type_id, channel_id, listener_url, "
-                "body, next_attempt_at, expires_at, attempts",
+                query("claim_notifications", skip_locked=self.db.skip_locked),
                 (lease_until, now_ms, now_ms, limit),
             )
         return [
@@ -350,12 +333,7 @@ class WorkStore:
 
     def campaign_notifications(self, campaign_id: int) -> list[dict[str, Any]]:
         with self.db.reader() as tx:
-            notes = tx.fetchdicts(
-                "SELECT notification_id, event_type_id, channel_id, listener_url, state, attempts, "
-                "next_attempt_at, expires_at, delivered_at, last_error, body FROM notifications "
-                "WHERE campaign_id = ? ORDER BY created_at, notification_id",
-                (campaign_id,),
-            )
+            notes = tx.fetchdicts(query("campaign_notifications"), (campaign_id,))
             for note in notes:
                 note["attempt_log"] = tx.fetchdicts(
                     "SELECT attempt, at, status_code, error, duration_ms FROM "

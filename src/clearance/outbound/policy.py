@@ -17,9 +17,12 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from functools import lru_cache
-from urllib.parse import urlsplit
+from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from clearance.errors import InvalidInput
+
+MAX_URL_LENGTH = 2048
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -95,3 +98,14 @@ def _literal_cached(host: str) -> tuple[Address, ...]:
 
 def _literal(host: str) -> list[Address]:
     return list(_literal_cached(host))
+
+
+def check_outbound_url(raw: Any, policy: OutboundPolicy, field: str = "url") -> str:
+    """A URL a key holder saves for the server to call (a listener, the gateway, a channel
+    webhook): http(s), URL-encoded accepted, and allowed by the outbound policy."""
+    if not isinstance(raw, str) or not raw:
+        raise InvalidInput(f"{field} is required", field=field)
+    url = unquote(raw) if raw.lower().startswith(("http%3a", "https%3a")) else raw
+    if len(url) > MAX_URL_LENGTH:
+        raise InvalidInput(f"{field} is too long", field=field)
+    return policy.check_url(url, field=field)

@@ -1,12 +1,11 @@
-"""The engine's operations, as the API and the CLI call them: rules in `domain`, I/O in `store`."""
+"""Scheduled campaigns' operations, as the API and the CLI call them: create, schedule, cancel,
+approve. Rules in `domain`, I/O in `store`; the worker takes the timed steps."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
 from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
@@ -15,20 +14,18 @@ from clearance.domain import (
     Campaign,
     EventType,
     State,
-    clearance_required_by,
     format_wire_time,
 )
 from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidInput
-from clearance.membership import MembershipCache
 from clearance.metrics import Metrics
-from clearance.notifier import build_notifications
+from clearance.scheduled.deadline import deadline_for
+from clearance.scheduled.membership import MembershipCache
+from clearance.scheduled.notifier import build_notifications
 from clearance.store import ApprovalResult, Store
-
-audit_log = logging.getLogger("clearance.audit")
 
 
 @dataclass
-class Engine:
+class ScheduledService:
     store: Store
     settings: Settings
     clock: Clock
@@ -39,12 +36,6 @@ class Engine:
         if self.membership is None:
             self.membership = MembershipCache(self.store, self.settings.membership_cache_customers)
 
-    def audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
-        """Record who changed what (campaigns, listeners, channels, the gateway, keys).
-        Never pass a secret or a key in `detail`."""
-        self.store.record_audit(self.now_ms(), actor, action, target, detail)
-        audit_log.info("%s %s %s", actor, action, target, extra={"actor": actor, "action": action})
-
     def now_ms(self) -> int:
         return to_ms(self.clock.now())
 
@@ -52,13 +43,7 @@ class Engine:
         """A conditional campaign whose deadline has already passed could reach nobody: refuse."""
         if not c.conditional:
             return
-        leads = self.store.get_channels([ch.id for ch in c.channels])
-        crb = clearance_required_by(
-            c.execute_at,
-            [leads[ch.id].clearance_lead_seconds if ch.id in leads else None for ch in c.channels],
-            c.clearance_lead_seconds,
-            self.settings.default_clearance_lead_seconds,
-        )
+        crb = deadline_for(self.store, c, self.settings.default_clearance_lead_seconds)
         if crb <= self.clock.now():
             raise InvalidInput(
                 f"ClearanceRequiredBy would be {format_wire_time(crb, self.settings.tz)}, already "

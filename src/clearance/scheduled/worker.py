@@ -14,11 +14,12 @@ from datetime import timedelta
 
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
-from clearance.domain import Campaign, EventType, State, clearance_required_by
+from clearance.domain import Campaign, EventType, State
 from clearance.errors import StoreUnavailable
-from clearance.executor import Executor, RetryLater
 from clearance.metrics import Metrics
-from clearance.notifier import Notifier, build_notifications
+from clearance.scheduled.deadline import deadline_for
+from clearance.scheduled.executor import Executor, RetryLater
+from clearance.scheduled.notifier import Notifier, build_notifications
 from clearance.store import Notification, Store
 
 log = logging.getLogger("clearance.worker")
@@ -128,12 +129,8 @@ class Worker:
                 {"processed_at": to_ms(now)},
             )
             return
-        leads = self.store.get_channels([ch.id for ch in c.channels])
-        c.clearance_required_by = clearance_required_by(
-            c.execute_at,
-            [leads[ch.id].clearance_lead_seconds if ch.id in leads else None for ch in c.channels],
-            c.clearance_lead_seconds,
-            self.settings.default_clearance_lead_seconds,
+        c.clearance_required_by = deadline_for(
+            self.store, c, self.settings.default_clearance_lead_seconds
         )
         notes = build_notifications(
             self.store,

@@ -15,8 +15,8 @@ from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, format_wire_time
 from clearance.metrics import Metrics
-from clearance.outbound import OutboundRefused
-from clearance.signing import webhook_headers
+from clearance.outbound.policy import OutboundRefused
+from clearance.outbound.signing import webhook_headers
 from clearance.store import Notification, Store
 
 BACKOFF_BASE_SECONDS = 1.0

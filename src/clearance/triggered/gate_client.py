@@ -24,7 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from clearance.outbound import OutboundPolicy
+from clearance.outbound.policy import OutboundPolicy
 
 
 class CallFailed(Exception):

@@ -13,14 +13,14 @@ from enum import StrEnum
 
 import orjson
 
-from clearance.circuit import CircuitBreaker
 from clearance.clock import Clock
-from clearance.gate_http import CallFailed, Poster, poster
 from clearance.metrics import Metrics
-from clearance.outbound import OutboundPolicy, OutboundRefused
-from clearance.signing import webhook_headers
+from clearance.outbound.policy import OutboundPolicy, OutboundRefused
+from clearance.outbound.signing import webhook_headers
 from clearance.store import GatewayConfig
-from clearance.triggers import TriggeredCampaign
+from clearance.triggered.breaker import CircuitBreaker
+from clearance.triggered.gate_client import CallFailed, Poster, poster
+from clearance.triggered.matching import TriggeredCampaign
 
 MAX_ANSWER_BYTES = 64 * 1024
 TIMER_GUARD_SECONDS = 0.001

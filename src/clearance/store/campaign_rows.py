@@ -1,0 +1,64 @@
+"""A campaign as the campaigns table holds it: a row read back into a `Campaign` (the columns of
+sql/campaign.sql), and its channels as the JSON column stores them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from clearance.clock import from_ms
+from clearance.domain import Campaign, ChannelRef, State, Template
+
+
+def _opt_time(ms: Any) -> Any:
+    return None if ms is None else from_ms(int(ms))
+
+
+def campaign_from_row(row: dict[str, Any]) -> Campaign:
+    channels = [
+        ChannelRef(
+            c["id"],
+            c.get("name", ""),
+            tuple(Template(t["id"], t.get("name", "")) for t in c.get("templates") or ()),
+        )
+        for c in orjson.loads(row["channels"])
+    ]
+    return Campaign(
+        campaign_id=int(row["campaign_id"]),
+        name=row["name"],
+        execute_at=from_ms(int(row["execute_at"])),
+        duration_days=int(row["duration_days"]),
+        conditional=bool(row["conditional"]),
+        action_id=int(row["action_id"]),
+        action_name=row["action_name"],
+        promo_codes=orjson.loads(row["promo_codes"]),
+        channels=channels,
+        state=State(row["state"]),
+        clearance_lead_seconds=row["clearance_lead_seconds"],
+        process_at=_opt_time(row["process_at"]),
+        clearance_required_by=_opt_time(row["clearance_required_by"]),
+        target_count=int(row["target_count"]),
+        created_at=_opt_time(row["created_at"]),
+        executed_at=_opt_time(row["executed_at"]),
+        canceled_at=_opt_time(row["canceled_at"]),
+        processed_at=_opt_time(row["processed_at"]),
+        cleared_at=_opt_time(row["cleared_at"]),
+        exec_cursor=int(row["exec_cursor"]),
+        last_error=row["last_error"],
+        next_step_at=_opt_time(row["next_step_at"]),
+    )
+
+
+def channels_json(channels: Sequence[ChannelRef]) -> str:
+    return orjson.dumps(
+        [
+            {
+                "id": c.id,
+                "name": c.name,
+                "templates": [{"id": t.id, "name": t.name} for t in c.templates],
+            }
+            for c in channels
+        ]
+    ).decode()
