@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearance.errors import InvalidInput
 from clearance.outbound.policy import OutboundPolicy
+from clearance.outbound.signing import check_secret
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,8 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.tz  # noqa: B018  (fail at start on a bad zone, not at the first request)
+        for one in (settings.signing_secret or "").split():  # at start, not at the first send
+            check_secret(one, "CLEARANCE_SIGNING_SECRET")
         return settings
 
     def with_(self, **changes: Any) -> Settings:

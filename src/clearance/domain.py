@@ -127,8 +127,28 @@ def parse_time(value: str, tz: ZoneInfo, field_name: str) -> datetime:
             field=field_name,
         ) from exc
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=tz)
+        parsed = _in_zone(parsed, tz, field_name, text)
     return parsed.astimezone(UTC)
+
+
+def _in_zone(local: datetime, tz: ZoneInfo, field_name: str, text: str) -> datetime:
+    """A zone-less time read in the site zone, refused when the zone skips it (a spring-forward
+    gap) or passes it twice (a fall-back hour): no one can say which instant was meant."""
+    first, second = local.replace(tzinfo=tz, fold=0), local.replace(tzinfo=tz, fold=1)
+    if first.utcoffset() == second.utcoffset():
+        return first
+    round_trip = first.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+    if round_trip != local:
+        raise InvalidInput(
+            f"{field_name} {text!r} does not exist in {tz.key} (the clocks skip it): give an "
+            "offset or another time",
+            field=field_name,
+        )
+    raise InvalidInput(
+        f"{field_name} {text!r} happens twice in {tz.key} (the clocks go back): give an offset, "
+        f"e.g. {first.isoformat()} or {second.isoformat()}",
+        field=field_name,
+    )
 
 
 def format_wire_time(when: datetime, tz: ZoneInfo) -> str:

@@ -470,7 +470,10 @@ def test_the_audit_trail_records_who_changed_what(api, store, integrations_key, 
         "/current/general/RegisterEventListener",
         json={"EventTypeID": 5, "ListenerURL": listener.url},
     )
-    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url, "secret": "s1"})
+    api.put(
+        "/triggered_conditional_execution_gateway",
+        json={"url": gateway.url, "secret": secret(b"a")},
+    )
     api.delete("/triggered_conditional_execution_gateway")
     api.post("/api/v1/triggered-campaigns", json=TRIGGERED)
     made = api.post("/api/v1/keys", json={"type": "integrations"}).json()

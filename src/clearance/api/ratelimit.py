@@ -63,31 +63,47 @@ class LoginThrottle:
             failures.popleft()
         return failures
 
-    def retry_after(self, username: str, address: str) -> float:
-        """0.0 if a login may be tried now; else the seconds until one may."""
+    def begin(self, username: str, address: str) -> float:
+        """Check and count a login attempt in one step: 0.0 if it may go ahead (it is counted as
+        a failure until `succeeded` or `abandoned` says otherwise); else the seconds until one
+        may. Concurrent guesses therefore cannot all pass the check before any failure is
+        counted: at most `allowed` are ever in flight or failed per window."""
         now = self.clock.now().timestamp()
+        keys = (
+            (f"user:{username}", self.allowed),
+            (f"addr:{address}", self.allowed * self.ADDRESS_FACTOR),
+        )
         with self._lock:
             waits = [
                 failures[0] + self.window - now
-                for who, allowed in (
-                    (f"user:{username}", self.allowed),
-                    (f"addr:{address}", self.allowed * self.ADDRESS_FACTOR),
-                )
+                for who, allowed in keys
                 if len(failures := self._recent(who, now)) >= allowed
             ]
-        return max(waits, default=0.0)
-
-    def failed(self, username: str, address: str) -> None:
-        now = self.clock.now().timestamp()
-        with self._lock:
-            for who in (f"user:{username}", f"addr:{address}"):
+            if waits:
+                return max(0.001, max(waits))
+            for who, _ in keys:
                 failures = self._recent(who, now)
                 failures.append(now)
                 self._failures[who] = failures
                 self._failures.move_to_end(who)
             while len(self._failures) > MAX_TRACKED:
                 self._failures.popitem(last=False)
+        return 0.0
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, username: str, address: str) -> None:
+        """The right password: the user's failures are forgotten, and this attempt no longer
+        counts against the address."""
         with self._lock:
             self._failures.pop(f"user:{username}", None)
+            self._forget_one(f"addr:{address}")
+
+    def abandoned(self, username: str, address: str) -> None:
+        """The attempt could not be checked (the database was away): it does not count."""
+        with self._lock:
+            self._forget_one(f"user:{username}")
+            self._forget_one(f"addr:{address}")
+
+    def _forget_one(self, who: str) -> None:
+        failures = self._failures.get(who)
+        if failures:
+            failures.pop()

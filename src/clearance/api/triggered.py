@@ -19,7 +19,7 @@ from clearance.clock import from_ms
 from clearance.domain import parse_time
 from clearance.errors import Conflict, InvalidInput, NotFound
 from clearance.outbound.policy import check_outbound_url
-from clearance.outbound.signing import mask_secret
+from clearance.outbound.signing import check_secret, mask_secret
 from clearance.runtime import Runtime
 from clearance.store import DecisionRow, GatewayConfig
 from clearance.store.triggered import DECISION_COLUMNS
@@ -170,6 +170,9 @@ def triggered_router() -> APIRouter:
             )
         if body.previous_secret and not body.secret:
             raise InvalidInput("previous_secret needs a secret", field="previous_secret")
+        for name in ("secret", "previous_secret"):
+            if (value := getattr(body, name)) is not None:
+                check_secret(value, name)
         secret = " ".join(s for s in (body.secret, body.previous_secret) if s) or None
         config = GatewayConfig(
             check_outbound_url(body.url, runtime.settings.outbound, "url"),

@@ -89,16 +89,19 @@ async def login(request: Request, runtime: Runtime) -> Response:
         raise InvalidInput("Username and Password are required strings", field="Username")
     throttle: LoginThrottle = request.app.state.login_throttle
     address = request.client.host if request.client else "?"
-    wait = throttle.retry_after(username, address)
+    wait = throttle.begin(username, address)
     if wait:
         raise TooManyRequests(
             f"too many failed logins; retry in {math.ceil(wait)} s", retry_after=wait
         )
-    token = await run_in_threadpool(runtime.store.login, username, password, runtime.now_ms())
+    try:
+        token = await run_in_threadpool(runtime.store.login, username, password, runtime.now_ms())
+    except BaseException:
+        throttle.abandoned(username, address)
+        raise
     if token is None:
-        throttle.failed(username, address)
         raise NotAuthenticated("wrong username or password")
-    throttle.succeeded(username)
+    throttle.succeeded(username, address)
     return JSON(token)
 
 

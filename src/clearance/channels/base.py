@@ -3,10 +3,24 @@ for the file adapter and carries the same `webhook-id` for the webhook adapter."
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from clearance.store import Batch
+
+# What a campaign id may look like to be used in a file name as it is; anything else is hashed.
+_PLAIN_COMPONENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
+
+
+def path_component(text: str) -> str:
+    """`text` as one file-name component that cannot leave its folder: the id itself when it is
+    plain (letters, digits, `._-`, not starting with a dot, at most 100 characters), otherwise
+    `~` and a digest of it (`~` is never in a plain id, so two ids never share a folder)."""
+    if _PLAIN_COMPONENT.fullmatch(text):
+        return text
+    return "~" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
 
 
 class ChannelError(Exception):
@@ -26,6 +40,14 @@ class BatchName:
     @property
     def message_id(self) -> str:
         return f"batch_{self.campaign}_{self.channel_id}_{self.first.lstrip('0') or '0'}"
+
+    @classmethod
+    def triggered(cls, campaign_key: str, channel_id: int, first: str, last: str) -> BatchName:
+        """Triggered sends of one campaign and channel; the campaign id, which a key holder
+        chooses, only ever reaches a path through `path_component`."""
+        return cls(
+            f"triggered-{path_component(campaign_key)}", campaign_key, channel_id, first, last
+        )
 
     @classmethod
     def scheduled(cls, batch: Batch) -> BatchName:

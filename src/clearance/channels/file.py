@@ -17,12 +17,17 @@ class FileDelivery:
         self.directory = Path(directory)
 
     def path_for(self, name: BatchName) -> Path:
-        return (
+        path = (
             self.directory
             / name.folder
             / f"channel-{name.channel_id}"
             / f"sends-{name.first}-{name.last}.ndjson"
         )
+        # Belt and braces: the names are built safe, and a path that still leaves the folder
+        # (a link planted inside it, a future caller) is refused rather than written.
+        if not path.resolve().is_relative_to(self.directory.resolve()):
+            raise ChannelError(f"batch {name.message_id} would be written outside {self.directory}")
+        return path
 
     def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None:
         path = self.path_for(name)

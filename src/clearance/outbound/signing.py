@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from functools import lru_cache
 
 from standardwebhooks.webhooks import Webhook
+
+from clearance.errors import InvalidInput
+
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES = 24  # the Standard Webhooks recommendation: 24 to 64 random bytes
+
+
+def check_secret(value: str, field: str = "secret") -> str:
+    """A signing secret as Standard Webhooks reads it: `whsec_` (optional) and the base64 of at
+    least 24 bytes. Checked when it is saved, so a decision or a notification never meets a
+    secret it cannot sign with. The error never repeats the secret."""
+    body = value.removeprefix(SECRET_PREFIX)
+    try:
+        key = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(
+            f"{field} must be whsec_ followed by base64 (a Standard Webhooks secret)", field=field
+        ) from exc
+    if len(key) < MIN_SECRET_BYTES:
+        raise InvalidInput(
+            f"{field} must hold at least {MIN_SECRET_BYTES} random bytes (it holds {len(key)})",
+            field=field,
+        )
+    return value
 
 
 def webhook_headers(

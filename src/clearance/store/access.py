@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import orjson
@@ -53,6 +54,13 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     salt = salt or secrets.token_bytes(16)
     digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
     return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+@cache
+def _decoy_hash() -> str:
+    """A hash no password matches, made once: an unknown user costs the one check a known one
+    does (hashing a decoy per call cost unknown users a second scrypt)."""
+    return hash_password(secrets.token_urlsafe(32))
 
 
 def check_password(password: str, stored: str) -> bool:
@@ -223,7 +231,7 @@ class AccessStore:
             row = tx.fetchone(
                 "SELECT password_hash, access_type FROM users WHERE username = ?", (username,)
             )
-        stored = row[0] if row else hash_password("decoy")  # same work for unknown users
+        stored = row[0] if row else _decoy_hash()  # one scrypt either way: no timing oracle
         if not check_password(password, stored) or row is None:
             return None
         token = secrets.token_urlsafe(32)

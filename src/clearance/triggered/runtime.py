@@ -208,9 +208,7 @@ class RealTime:
             groups[(s.campaign_key, s.channel_id)].append(s)
         configs = self.store.get_channels(sorted({ch for _, ch in groups}))
         for (key, channel_id), items in groups.items():
-            name = BatchName(
-                f"triggered-{key}", key, channel_id, items[0].decision_id, items[-1].decision_id
-            )
+            name = BatchName.triggered(key, channel_id, items[0].decision_id, items[-1].decision_id)
             records = [
                 {
                     "SendID": f"{s.decision_id}-{s.channel_id}",

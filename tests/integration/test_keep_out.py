@@ -1,0 +1,213 @@
+"""Promises a key holder must not be able to break: ids that become paths, the login throttle and
+its timing, secrets checked when saved, and zone-less times the site zone cannot place."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clearance.channels.base import BatchName, ChannelError, path_component
+from clearance.channels.file import FileDelivery
+from clearance.clock import FakeClock
+from clearance.config import Settings
+from clearance.errors import InvalidInput
+from clearance.scheduled.service import ScheduledService
+from clearance.store import Store, access
+from tests.conftest import AsgiServer, serve_api
+
+
+@pytest.fixture
+def serve(store: Store, settings: Settings, clock: FakeClock) -> Iterator[object]:
+    servers: list[AsgiServer] = []
+
+    def start(**changes: object) -> str:
+        server = serve_api(ScheduledService(store, settings.with_(**changes), clock))
+        servers.append(server)
+        return server.url
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+# --- triggered campaign ids become folder names ---------------------------------------------------
+ESCAPES = ["../../escaped", "../../../tmp/x", "..", ".", "a/../../b", "/abs/path", "a\\..\\b", "~x"]
+
+
+def test_path_components_stay_in_their_folder() -> None:
+    seen = set()
+    for text in [*ESCAPES, "T-1", "campaign.v2", "x" * 101, "é", "a b", "\x00"]:
+        part = path_component(text)
+        assert "/" not in part and "\\" not in part and part not in ("", ".", "..")
+        assert "\x00" not in part and len(part) <= 100
+        seen.add(part)
+    assert len(seen) == len(ESCAPES) + 6  # no two ids share a folder
+    assert path_component("T-1") == "T-1"  # plain ids keep their readable folder
+
+
+def test_file_channel_refuses_a_path_out_of_its_folder(tmp_path: Path) -> None:
+    root = tmp_path / "sends"
+    (root).mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "triggered-T-1").symlink_to(outside)  # planted inside the channel folder
+    with pytest.raises(ChannelError):
+        FileDelivery(str(root)).deliver(BatchName.triggered("T-1", 506, "1", "1"), [{"x": 1}])
+    assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("campaign_id", ["../../escaped", "../../../../../tmp/clearance-escape"])
+def test_a_triggered_campaign_id_cannot_write_outside_the_channel_dir(
+    api: httpx.Client, tmp_path: Path, campaign_id: str
+) -> None:
+    campaign = {
+        "id": campaign_id,
+        "action": {"id": 5, "channels": [{"id": 506, "templates": [{"id": 1}]}]},
+        "conditional": False,
+        "trigger": {"event": "login"},
+    }
+    assert api.post("/api/v1/triggered-campaigns", json=campaign).status_code == 201
+    reply = api.post("/api/v1/events", json={"customer_id": "C-1", "event": "login"})
+    assert reply.json()["matched"][0]["sent"] is True
+    root = tmp_path / "sends"
+    deadline = time.monotonic() + 10
+    while not list(root.rglob("*.ndjson")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    written = list(root.rglob("*.ndjson"))
+    assert len(written) == 1
+    assert written[0].resolve().is_relative_to(root.resolve())
+    escaped = [p for p in tmp_path.rglob("*.ndjson") if not p.resolve().is_relative_to(root)]
+    assert escaped == []
+    assert not Path("/tmp/clearance-escape").exists()
+
+
+# --- login --------------------------------------------------------------------------------------
+def test_parallel_wrong_guesses_get_no_more_tries_than_allowed(store: Store, serve: object) -> None:
+    store.upsert_user("ops", "right-password", "admin", 0)
+    url = serve(login_failures_allowed=3)  # type: ignore[operator]
+    codes: list[int] = []
+    start = threading.Barrier(20)
+
+    def guess(i: int) -> None:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            start.wait()
+            r = c.post("/current/general/login", json={"Username": "ops", "Password": f"g{i}"})
+            codes.append(r.status_code)
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(set(codes)) == [401, 429]
+    assert codes.count(401) == 3  # each of the 3 allowed guesses checked, every other refused
+    with httpx.Client(base_url=url, timeout=30) as c:  # even the right password waits now
+        r = c.post("/current/general/login", json={"Username": "ops", "Password": "right-password"})
+        assert r.status_code == 429
+
+
+def test_a_right_password_is_not_counted_against_the_address(store: Store, serve: object) -> None:
+    store.upsert_user("ops", "right-password", "admin", 0)
+    url = serve(login_failures_allowed=1)  # type: ignore[operator]
+    with httpx.Client(base_url=url, timeout=30) as c:
+        for _ in range(8):  # 4 x allowed per address: successes must not use it up
+            r = c.post(
+                "/current/general/login", json={"Username": "ops", "Password": "right-password"}
+            )
+            assert r.status_code == 200
+
+
+def test_an_unknown_user_costs_the_same_work_as_a_known_one(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.upsert_user("ops", "right-password", "admin", 0)
+    store.login("nobody", "x", 0)  # the decoy is made once per process, before counting
+    calls: list[str] = []
+    real = access.hash_password
+
+    def counting(password: str, salt: bytes | None = None) -> str:
+        calls.append(password)
+        return real(password, salt)
+
+    monkeypatch.setattr(access, "hash_password", counting)
+    assert store.login("ops", "wrong", 0) is None
+    known = len(calls)
+    calls.clear()
+    assert store.login("nobody", "wrong", 0) is None
+    assert known == len(calls) == 1
+
+
+# --- secrets are checked when saved -------------------------------------------------------------
+def _secret(n: int, prefix: str = "whsec_") -> str:
+    return prefix + base64.b64encode(b"k" * n).decode()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not-base64!",
+        "whsec_abc",
+        "whsec_" + "a" * 10 + "=",
+        _secret(8),
+        _secret(23),
+        "whsec_",
+        "whsec_@@@@",
+    ],
+)
+def test_a_gateway_secret_that_cannot_sign_is_refused_on_save(api: httpx.Client, bad: str) -> None:
+    for field in ("secret", "previous_secret"):
+        body = {"url": "http://127.0.0.1:1/g", "secret": _secret(32), field: bad}
+        r = api.put("/triggered_conditional_execution_gateway", json=body)
+        assert r.status_code == 400, (field, bad, r.text)
+        assert r.json()["field"] == field and bad not in r.text
+    assert api.get("/triggered_conditional_execution_gateway").status_code == 404  # nothing saved
+
+
+def test_a_good_gateway_secret_is_kept(api: httpx.Client) -> None:
+    for good in (_secret(24), _secret(64), _secret(32, prefix="")):
+        body = {"url": "http://127.0.0.1:1/g", "secret": good}
+        assert api.put("/triggered_conditional_execution_gateway", json=body).status_code == 200
+
+
+def test_a_signing_secret_setting_that_cannot_sign_stops_the_start() -> None:
+    with pytest.raises(InvalidInput, match="CLEARANCE_SIGNING_SECRET"):
+        Settings.from_env({"CLEARANCE_SIGNING_SECRET": f"{_secret(32)} whsec_short"})
+    assert Settings.from_env({"CLEARANCE_SIGNING_SECRET": _secret(32)}).signing_secret
+
+
+# --- zone-less times the site zone skips or repeats ---------------------------------------------
+@pytest.mark.parametrize(
+    ("when", "why"),
+    [("2027-03-28 01:30:00", "does not exist"), ("2027-10-31 01:30:00", "happens twice")],
+)
+def test_a_time_the_site_zone_cannot_place_is_refused(
+    serve: object, admin_key: str, when: str, why: str
+) -> None:
+    url = serve(timezone="Europe/London")  # type: ignore[operator]
+    body = {
+        "name": "dst",
+        "execute_at": when,
+        "conditional": False,
+        "action": {"id": 1},
+        "channels": [{"id": 504}],
+        "target_group": [{"customer_id": "C-1"}],
+    }
+    with httpx.Client(base_url=url, headers={"X-API-KEY": admin_key}, timeout=30) as c:
+        r = c.post("/api/v1/campaigns", json=body)
+        assert r.status_code == 400, r.text
+        assert r.json()["field"] == "execute_at" and when in r.json()["message"]
+        assert why in r.json()["message"]
+        assert (
+            c.post(
+                "/api/v1/campaigns", json={**body, "execute_at": "2027-06-01 12:00:00"}
+            ).status_code
+            == 201
+        )
+        fixed = {**body, "execute_at": when.replace(" ", "T") + "+00:00"}
+        assert c.post("/api/v1/campaigns", json=fixed).status_code == 201  # an offset says which
