@@ -18,7 +18,7 @@ from clearance.logs import configure_logging
 from clearance.store import Store, open_store
 
 if TYPE_CHECKING:
-    from clearance.scheduled.worker import Worker
+    from clearance.runtime import Runtime
 
 log = logging.getLogger("clearance")
 
@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = Runtime.open(settings, SystemClock(), worker=not args.no_worker)
     bootstrap(runtime.store, settings)
     if args.workers > 1:
-        return _serve_processes(args, settings, runtime.worker)
+        return _serve_processes(args, runtime)
     app = create_app(runtime)
     log.info(
         "clearance serving on http://%s:%s (database: %s, worker: %s)",
@@ -85,24 +85,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Worker | None) -> int:
+def _serve_processes(args: argparse.Namespace, runtime: Runtime) -> int:
     """Several API processes on one port (they share nothing but the database); the scheduler
-    runs once, in this supervising process."""
+    runs once, in this supervising process (the API processes build their own runtimes)."""
     import uvicorn
 
+    settings = runtime.settings
     os.environ["CLEARANCE_DATABASE_URL"] = settings.database_url
     os.environ["CLEARANCE_TIMEZONE"] = settings.timezone
-    stop = threading.Event()
-    thread = None
-    if worker is not None:
-        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-        thread.start()
+    runtime.start_worker()
     log.info(
         "clearance serving on http://%s:%s with %d API processes (worker: %s)",
         settings.host,
         settings.port,
         args.workers,
-        "off" if worker is None else "on",
+        "off" if runtime.worker is None else "on",
     )
     try:
         uvicorn.run(
@@ -116,23 +113,22 @@ def _serve_processes(args: argparse.Namespace, settings: Settings, worker: Worke
             log_config=None,
         )
     finally:
-        stop.set()
-        if thread is not None:
-            thread.join(timeout=30)
+        runtime.stop_worker()
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from clearance.scheduled.worker import Worker
+    from clearance.runtime import Runtime
 
     settings = _settings(args)
-    store = open_store(settings.database_url)
-    bootstrap(store, settings)
+    runtime = Runtime.open(settings, SystemClock(), worker=True)
+    bootstrap(runtime.store, settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    Worker(store, settings, SystemClock()).run(stop)
-    store.close()
+    assert runtime.worker is not None
+    runtime.worker.run(stop)
+    runtime.store.close()
     return 0
 
 

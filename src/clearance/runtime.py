@@ -36,6 +36,7 @@ class Runtime:
     worker: Worker | None = None
     _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _started: bool = field(default=False, init=False, repr=False)
 
     @classmethod
     def build(
@@ -86,18 +87,31 @@ class Runtime:
         audit_log.info("%s %s %s", actor, action, target, extra={"actor": actor, "action": action})
 
     async def start(self) -> None:
-        """Load the triggered campaigns, start the decision log and (if any) the worker."""
+        """Load the triggered campaigns, start the decision log and (if any) the worker. A
+        runtime starts once: its decision log does not reopen after `stop`, so an app (or a
+        second app) that started it again would acknowledge decisions it could not log."""
+        if self._started:
+            raise RuntimeError("this Runtime has already been started; build a new one")
+        self._started = True
         await self.realtime.start()
-        if self.worker is not None:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self.worker.run, args=(self._stop,), name="clearance-worker", daemon=True
-            )
-            self._thread.start()
+        self.start_worker()
 
     async def stop(self) -> None:
         """Drain the decision log, then stop the worker (it finishes its current step)."""
         await self.realtime.close()
+        self.stop_worker()
+
+    def start_worker(self) -> None:
+        """Run the worker (if the runtime has one) in a thread until `stop_worker`."""
+        if self.worker is None or self._thread is not None:
+            return
+        self._stop = threading.Event()  # one per run: a thread that outlives a stop stays stopped
+        self._thread = threading.Thread(
+            target=self.worker.run, args=(self._stop,), name="clearance-worker", daemon=True
+        )
+        self._thread.start()
+
+    def stop_worker(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=WORKER_STOP_SECONDS)

@@ -2,7 +2,8 @@
 app for scheduled campaigns, a gateway app for triggered ones, compliance rules and promo
 activation.
 
-It talks to the engine only over HTTP: it imports nothing of the engine's (a test pins this)."""
+It talks to the engine only over HTTP: of the engine's modules it imports only `clock` (the
+import-linter contract in pyproject.toml, checked by `make lint`, pins this)."""
 
 from clearance.integrator.client import ApprovalSummary, Client, Customer
 from clearance.integrator.customers import CallableCustomers, CsvCustomers, SqlCustomers
