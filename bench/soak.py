@@ -13,13 +13,15 @@ Printed per interval: requests, errors, error rate, p50/p99 latency, server RSS.
 if any fails): no error replies; RSS shows no growth trend (the last interval's RSS is within
 --rss-growth-mib or --rss-growth-ratio, whichever is larger, of the second interval's); approval
 entries acknowledged == approval rows stored; decisions acknowledged == decisions logged (while
-running, and after a clean shutdown); the server logged no warnings or errors.
+running, and after a clean shutdown); the server logged no warnings or errors (each line read
+as JSON by bench/serverlog.py; a line that is not JSON, such as a traceback, counts as an error).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import shutil
 import subprocess
@@ -34,6 +36,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench import serverlog
 from bench.gate import free_port_pair, pct, wait_port
 from bench.serveproc import ServeProcess
 
@@ -324,11 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"after shutdown: decisions acknowledged {t.decisions_acked}, {logged_after} logged"
             )
         # a healthy run logs nothing above INFO (a pool warning per call once hid a real bug)
-        server_errors = [
-            line
-            for line in served.log().splitlines()
-            if " ERROR " in line or " WARNING " in line or "Traceback" in line
-        ]
+        server_errors = serverlog.trouble(served.log(), at_least=logging.WARNING)
         if server_errors:
             failures.append(
                 f"server logged {len(server_errors)} warnings/errors: {server_errors[:3]}"
