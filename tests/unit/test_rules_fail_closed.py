@@ -18,6 +18,7 @@ import pytest
 from clearance.integrator import (
     CallableCustomers,
     CsvCustomers,
+    GateDecision,
     GatewayApp,
     RuleError,
     Rules,
@@ -395,5 +396,27 @@ def test_gateway_over_real_http_refuses_missing_and_odd_customers():
             "not-in-the-data": False,
         }
         assert httpx.get(server.url + "/stats").json() == {"allowed": 1, "denied": 6}
+    finally:
+        server.stop()
+
+
+def test_an_empty_rule_set_approves_no_one():
+    assert Rules([]).check({"deposit": 100}) == "no rules are configured: nothing is approved"
+
+
+@pytest.mark.parametrize(
+    "verdict",
+    ["yes", 1, None, GateDecision("yes", ""), GateDecision(1, ""), GateDecision(True, "x")],  # type: ignore[arg-type]
+)
+def test_the_gateway_app_allows_only_on_a_real_true(verdict):
+    async def decide(user, campaign):
+        return verdict
+
+    server = AsgiServer(GatewayApp(decide, budget_ms=500).app)
+    try:
+        body = {"user": {"user_id": "C-1", "is_visitor": False}, "campaign": {"id": "K"}}
+        answer = httpx.post(server.url + "/", json=body, timeout=5).json()
+        expected = isinstance(verdict, GateDecision) and verdict.allowed is True
+        assert answer == {"user_id": "C-1", "allowed": expected}
     finally:
         server.stop()

@@ -82,7 +82,8 @@ class GatewayApp:
             self.counts["error"] += 1
             log.exception("decide() for %s raised: answered false", who.user_id)
             return _answer(who.user_id, False)
-        allowed = verdict.allowed if isinstance(verdict, GateDecision) else verdict is True
+        # only a real True allows: a decide() that returns "yes", 1 or None refuses
+        allowed = (verdict.allowed if isinstance(verdict, GateDecision) else verdict) is True
         if isinstance(verdict, GateDecision) and not verdict.allowed and verdict.reason:
             log.info("refused %s: %s", who.user_id, verdict.reason)
         self.counts["allowed" if allowed else "denied"] += 1

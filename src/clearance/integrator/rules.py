@@ -211,6 +211,8 @@ class Rules:
     def check(self, record: Mapping[str, Any] | None) -> str | None:
         """None if every rule passes; otherwise the refusal reason (the first failing rule).
         Never raises: a rule that raises refuses, naming itself."""
+        if not self.rules:  # an empty rule set is a mistake, not a licence to approve everyone
+            return "no rules are configured: nothing is approved"
         if record is None:
             return "no customer data"
         if not isinstance(record, dict) and not isinstance(record, Mapping):  # dict: fast path
