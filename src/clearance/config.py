@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from clearance.errors import InvalidInput
 from clearance.outbound.policy import OutboundPolicy
+from clearance.outbound.transport import Transport
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     # triggered campaigns: the gate and its circuit breaker, the decision log
     gate_concurrency: int = 64
-    gate_client: str = "pyreqwest"  # or "aiohttp"; measured in bench/gate.py
+    gate_client: str = "pyreqwest"  # the only one since the outbound transport (bench/gate.py)
     breaker_min_calls: int = 50
     breaker_failure_ratio: float = 0.9
     breaker_window_seconds: int = 10
@@ -66,6 +67,12 @@ class Settings:
         """Where the server may send requests (CLEARANCE_OUTBOUND_ALLOW), parsed once."""
         return OutboundPolicy(self.outbound_allow)
 
+    @cached_property
+    def transport(self) -> Transport:
+        """The one way out for listener notifications and channel webhooks (the gate has the
+        asynchronous twin): every call checked against `outbound`, pinned to the address checked."""
+        return Transport(self.outbound)
+
     @property
     def tz(self) -> ZoneInfo:
         try:
@@ -95,6 +102,12 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)
         settings.tz  # noqa: B018  (fail at start on a bad zone, not at the first request)
+        if settings.gate_client != "pyreqwest":
+            raise InvalidInput(
+                f"CLEARANCE_GATE_CLIENT={settings.gate_client!r} is not a gate client: the only "
+                "one is pyreqwest (aiohttp was removed; see CHANGELOG)",
+                field="gate_client",
+            )
         return settings
 
     def with_(self, **changes: Any) -> Settings:
