@@ -528,7 +528,7 @@ def main() -> None:
     parser.add_argument(
         "--engine-client",
         default="pyreqwest",
-        choices=["pyreqwest", "aiohttp"],
+        choices=["pyreqwest"],
         help="the engine's gate client (CLEARANCE_GATE_CLIENT)",
     )
     args = parser.parse_args()

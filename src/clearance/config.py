@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from clearance.errors import InvalidInput
 from clearance.outbound.policy import OutboundPolicy
 from clearance.outbound.signing import check_secret
+from clearance.outbound.transport import Transport
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     # triggered campaigns: the gate and its circuit breaker, the decision log
     gate_concurrency: int = 64
-    gate_client: str = "pyreqwest"  # or "aiohttp"; measured in bench/gate.py
+    gate_client: str = "pyreqwest"  # the only one since the outbound transport (bench/gate.py)
     breaker_min_calls: int = 50
     breaker_failure_ratio: float = 0.9
     breaker_window_seconds: int = 10
@@ -67,6 +68,12 @@ class Settings:
         """Where the server may send requests (CLEARANCE_OUTBOUND_ALLOW), parsed once."""
         return OutboundPolicy(self.outbound_allow)
 
+    @cached_property
+    def transport(self) -> Transport:
+        """The one way out for listener notifications and channel webhooks (the gate has the
+        asynchronous twin): every call checked against `outbound`, pinned to the address checked."""
+        return Transport(self.outbound)
+
     @property
     def tz(self) -> ZoneInfo:
         try:
@@ -98,6 +105,12 @@ class Settings:
         settings.tz  # noqa: B018  (fail at start on a bad zone, not at the first request)
         for one in (settings.signing_secret or "").split():  # at start, not at the first send
             check_secret(one, "CLEARANCE_SIGNING_SECRET")
+        if settings.gate_client != "pyreqwest":
+            raise InvalidInput(
+                f"CLEARANCE_GATE_CLIENT={settings.gate_client!r} is not a gate client: the only "
+                "one is pyreqwest (aiohttp was removed; see CHANGELOG)",
+                field="gate_client",
+            )
         return settings
 
     def with_(self, **changes: Any) -> Settings:

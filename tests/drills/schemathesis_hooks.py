@@ -28,7 +28,6 @@ from tests.drills.support import (
     CANARY_PORT_ENV,
     DRILL_OUTBOUND_ALLOW,
     hostile_urls,
-    known_defect_urls,
 )
 
 GATEWAY = "/triggered_conditional_execution_gateway"
@@ -36,8 +35,8 @@ CHANNEL = "/api/v1/channels/{channel_id}"
 POLICY = OutboundPolicy(DRILL_OUTBOUND_ALLOW)
 _PORT = int(os.environ.get(CANARY_PORT_ENV, "9"))
 # less the ones today's code is known to mishandle (strict xfail tests in the drill hold those)
-GATEWAY_URLS = [u for u in hostile_urls(_PORT) if u not in known_defect_urls(_PORT, "gateway")]
-CHANNEL_URLS = [u for u in hostile_urls(_PORT) if u not in known_defect_urls(_PORT, "channel")]
+GATEWAY_URLS = hostile_urls(_PORT)
+CHANNEL_URLS = hostile_urls(_PORT)
 
 
 def _choice(body: Any, urls: list[str]) -> str | None:

@@ -195,10 +195,8 @@ TARGETS = ("listener", "channel", "gateway")  # ListenerURL, delivery.url, the g
 
 
 def known_defects(port: int) -> dict[str, tuple[tuple[str, ...], list[str]]]:
-    """Hostile URLs today's code mishandles, by defect: the targets it shows on, and the URLs.
-    Each is held by a strict xfail test in test_hostile_input.py and left out of the other drills.
-    When a fix makes such a test pass, strict xfail fails it: remove the mark and the entry here,
-    and the other drills cover those URLs again."""
+    """Hostile URLs the code once mishandled, by defect: the targets it showed on, and the URLs.
+    Each has a regression test in test_hostile_input.py (all fixed by the outbound transport)."""
     loop = f"127.0.0.1:{port}"
     return {
         # pyreqwest reads a backslash in the authority as the end of the host (WHATWG), urlsplit
@@ -233,10 +231,3 @@ def known_defects(port: int) -> dict[str, tuple[tuple[str, ...], list[str]]]:
              *(f"http://{loop}{sep}@{host}/" for sep in "\t\n\r" for host in ALLOWED_HOSTS)],
         ),
     }  # fmt: skip
-
-
-def known_defect_urls(port: int, target: str) -> set[str]:
-    """The URLs of known_defects that show as `target`: the other drills leave them out there."""
-    return {
-        url for targets, urls in known_defects(port).values() if target in targets for url in urls
-    }

@@ -49,7 +49,6 @@ from tests.drills.support import (
     TARGETS,
     Canary,
     hostile_urls,
-    known_defect_urls,
     known_defects,
 )
 
@@ -685,14 +684,12 @@ def url_drill(
 
 
 def test_outbound_urls_survive_hostile_input(guarded: ServeProcess, canary: Canary) -> None:
-    leave_out = {target: known_defect_urls(canary.port, target) for target in TARGETS}
-    failures = url_drill(guarded, canary, hostile_urls(canary.port), leave_out=leave_out)
+    failures = url_drill(guarded, canary, hostile_urls(canary.port))
     assert not failures, "\n".join(failures[:60])
 
 
-# Defects the drill above found in today's code, a strict xfail test each (the URLs are in
-# tests/drills/support.py, known_defects). When a fix makes one pass, strict xfail fails it:
-# remove its mark and its entry in known_defects, and the drill above covers those URLs again.
+# Defects the drill above found (fixed by the one outbound transport), a regression test each;
+# the URLs are in tests/drills/support.py, known_defects, and the drill above covers them too.
 def drill_known_defect(served: ServeProcess, canary: Canary, name: str) -> None:
     targets, urls = known_defects(canary.port)[name]
     failures = url_drill(served, canary, urls, targets)
@@ -705,28 +702,24 @@ BAD_PORT = "an invalid gateway port is accepted, then every event answers 500"
 UNPARSEABLE = "a URL httpx cannot parse is accepted and stops the notifier"
 
 
-@pytest.mark.xfail(strict=True, reason=f"known defect: {BACKSLASH}")
 def test_the_gate_never_calls_loopback_for_a_backslash_before_the_at(
     guarded: ServeProcess, canary: Canary
 ) -> None:
     drill_known_defect(guarded, canary, BACKSLASH)
 
 
-@pytest.mark.xfail(strict=True, reason=f"known defect: {FULLWIDTH}")
 def test_a_fullwidth_solidus_in_the_authority_is_refused_not_a_500(
     guarded: ServeProcess, canary: Canary
 ) -> None:
     drill_known_defect(guarded, canary, FULLWIDTH)
 
 
-@pytest.mark.xfail(strict=True, reason=f"known defect: {BAD_PORT}")
 def test_an_invalid_gateway_port_never_makes_events_answer_500(
     guarded: ServeProcess, canary: Canary
 ) -> None:
     drill_known_defect(guarded, canary, BAD_PORT)
 
 
-@pytest.mark.xfail(strict=True, reason=f"known defect: {UNPARSEABLE}")
 def test_a_url_httpx_cannot_parse_never_stops_the_notifier(
     guarded: ServeProcess, canary: Canary
 ) -> None:

@@ -5,21 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import orjson
 
 from clearance.channels.base import BatchName, ChannelError
 from clearance.clock import Clock
 from clearance.config import Settings
-from clearance.outbound.policy import OutboundRefused
 from clearance.outbound.signing import webhook_headers
+from clearance.outbound.transport import CallFailed, OutboundRefused, Transport
 
 
 class WebhookDelivery:
-    def __init__(self, url: str, settings: Settings, clock: Clock) -> None:
+    def __init__(
+        self, url: str, settings: Settings, clock: Clock, transport: Transport | None = None
+    ) -> None:
         self.url = url
         self.settings = settings
         self.clock = clock
+        # the one way out, shared with the notifier: see clearance.outbound.transport
+        self.transport = transport or settings.transport
 
     def deliver(self, name: BatchName, sends: list[dict[str, Any]]) -> None:
         body = orjson.dumps(
@@ -29,17 +32,12 @@ class WebhookDelivery:
             self.settings.signing_secret, name.message_id, self.clock.now(), body
         )
         try:
-            self.settings.outbound.check_url(self.url)
+            status, _ = self.transport.post(
+                self.url, body, headers, self.settings.outbound_timeout_seconds
+            )
         except OutboundRefused as exc:
             raise ChannelError(f"POST {self.url} not sent: {exc.message}") from exc
-        try:
-            response = httpx.post(
-                self.url,
-                content=body,
-                headers=headers,
-                timeout=self.settings.outbound_timeout_seconds,
-            )
-        except httpx.HTTPError as exc:
-            raise ChannelError(f"POST {self.url} failed: {type(exc).__name__}: {exc}") from exc
-        if not 200 <= response.status_code < 300:
-            raise ChannelError(f"POST {self.url} answered HTTP {response.status_code}")
+        except (CallFailed, TimeoutError) as exc:
+            raise ChannelError(f"POST {self.url} failed: {exc}") from exc
+        if not 200 <= status < 300:
+            raise ChannelError(f"POST {self.url} answered HTTP {status}")

@@ -8,15 +8,14 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, format_wire_time
 from clearance.metrics import Metrics
-from clearance.outbound.policy import OutboundRefused
 from clearance.outbound.signing import webhook_headers
+from clearance.outbound.transport import CallFailed, OutboundRefused, Transport
 from clearance.store import Notification, Store
 
 BACKOFF_BASE_SECONDS = 1.0
@@ -92,7 +91,7 @@ class Notifier:
         store: Store,
         settings: Settings,
         clock: Clock,
-        client: httpx.Client | None = None,
+        transport: Transport | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
     ) -> None:
@@ -100,9 +99,9 @@ class Notifier:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.client = client or httpx.Client(
-            timeout=settings.outbound_timeout_seconds, follow_redirects=False
-        )
+        # the one way out (outbound.transport): URLs read once, names resolved once through the
+        # policy and called at that address only, no redirects or proxies, one deadline per call
+        self.transport = transport or settings.transport
         self.rng = rng or random.Random()
 
     def deliver_due(self, limit: int = 50) -> int:
@@ -125,20 +124,17 @@ class Notifier:
             error = "expired before delivery: the event's useful life had passed"
         else:
             try:
-                self.settings.outbound.check_url(n.listener_url, field="ListenerURL")
                 body = n.body.encode()
-                response = self.client.post(
+                status, _ = self.transport.post(
                     n.listener_url,
-                    content=body,
-                    headers=webhook_headers(
-                        self.settings.signing_secret, n.notification_id, now, body
-                    ),
-                    timeout=min(self.settings.outbound_timeout_seconds, remaining),
+                    body,
+                    webhook_headers(self.settings.signing_secret, n.notification_id, now, body),
+                    min(self.settings.outbound_timeout_seconds, remaining),
+                    field="ListenerURL",
                 )
-                status = response.status_code
                 error = None if 200 <= status < 300 else f"listener answered HTTP {status}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except (CallFailed, TimeoutError) as exc:
+                error = str(exc) or type(exc).__name__
             except OutboundRefused as exc:
                 error = f"not sent: {exc.message}"
         duration_ms = int((time.perf_counter() - started) * 1000)
@@ -153,4 +149,4 @@ class Notifier:
             self.metrics.notifications.labels(result).inc()
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing of its own to close: the transport is the settings' (shared)."""

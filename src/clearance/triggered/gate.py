@@ -15,16 +15,18 @@ import orjson
 
 from clearance.clock import Clock
 from clearance.metrics import Metrics
+from clearance.outbound.async_transport import AsyncTransport
 from clearance.outbound.policy import OutboundPolicy, OutboundRefused
 from clearance.outbound.signing import webhook_headers
+from clearance.outbound.transport import CallFailed
 from clearance.store import GatewayConfig
 from clearance.triggered.breaker import CircuitBreaker
-from clearance.triggered.gate_client import CallFailed, Poster, poster
 from clearance.triggered.matching import TriggeredCampaign
 
 MAX_ANSWER_BYTES = 64 * 1024
 TIMER_GUARD_SECONDS = 0.001
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS = 0, 2500, 2000
+CLIENTS = ("pyreqwest",)  # the gate's HTTP client: the outbound transport's (aiohttp was removed)
 
 
 class Outcome(StrEnum):
@@ -55,9 +57,11 @@ class Gate:
         clock: Clock,
         breaker: CircuitBreaker | None = None,
         concurrency: int = 64,
-        client: str = "aiohttp",
+        client: str = "pyreqwest",
         outbound: OutboundPolicy | None = None,
     ) -> None:
+        if client not in CLIENTS:
+            raise ValueError(f"unknown gate client {client!r}: the only one is pyreqwest")
         self.metrics = metrics
         self.clock = clock
         self.outbound = outbound or OutboundPolicy("*")
@@ -65,7 +69,7 @@ class Gate:
         self.breaker = breaker or CircuitBreaker()
         self.concurrency = concurrency
         self.client_kind = client
-        self._poster: Poster | None = None
+        self._poster: AsyncTransport | None = None
         self._warming: set[asyncio.Task[None]] = set()
         self._message_no = 0
         # read when /metrics is scraped, not written per decision (a prometheus value takes a lock)
@@ -73,9 +77,9 @@ class Gate:
         metrics.in_flight.set_function(lambda: self.in_flight)
         metrics.circuit_state.set_function(lambda: self.breaker.state)
 
-    def _http(self) -> Poster:
+    def _http(self) -> AsyncTransport:
         if self._poster is None:
-            self._poster = poster(self.client_kind, self.concurrency, self.outbound)
+            self._poster = AsyncTransport(self.outbound, self.concurrency)
         return self._poster
 
     def warm(self, url: str) -> None:
@@ -108,7 +112,7 @@ class Gate:
                 Outcome.TIMEOUT, "the budget is 0 ms; the gateway was not called", 0.0
             )
         if gateway.url not in self._checked_urls:
-            try:  # a name is checked again as it resolves, by the client's resolver
+            try:  # read once, an address judged; a name is judged as it resolves, by the transport
                 self.outbound.check_url(gateway.url, resolve=False)
             except OutboundRefused as exc:
                 return GateResult(Outcome.ERROR, exc.message, 0.0)
@@ -156,7 +160,7 @@ class Gate:
                 f"no answer within {gateway.timeout_ms} ms",
                 (time.monotonic() - started) * 1000,
             )
-        except CallFailed as exc:
+        except (CallFailed, OutboundRefused) as exc:
             result = GateResult(
                 Outcome.ERROR,
                 f"{type(exc).__name__}: {exc}"[:300],
