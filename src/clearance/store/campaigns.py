@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -160,15 +160,32 @@ class CampaignStore:
         entries: Sequence[tuple[str, bool]],
         now_ms: Callable[[], int],
         split_members: SplitMembers | None = None,
+        refuse_early: Callable[[], int] | None = None,
     ) -> ApprovalResult:
         """Apply approvals atomically against the deadline.
 
         The campaign row is locked first and the clock read after, so the freeze (which takes the
         same lock) and an approval can never interleave: an approval is either wholly before the
         freeze or refused.
+
+        With `refuse_early` (a clock), an approval that is late already is refused from a plain
+        read, before it takes any lock: once ClearanceRequiredBy has passed, a stream of (refused)
+        approvals then holds nothing the freeze waits for, so it cannot starve the freeze (on
+        PostgreSQL the worker's claim skips a share-locked row). Refusing late needs no lock: the
+        deadline has passed whatever the freeze is doing.
         """
-        late: list[str] = []
-        deadline: int | None = None
+        if refuse_early is not None:
+            with self.db.reader() as tx:
+                row = self._get_row(tx, campaign_id)
+            early, state = refuse_early(), row["state"]
+            deadline = row["clearance_required_by"]
+            if row["conditional"] and (
+                state in (State.CLEARED, State.EXECUTING, State.EXECUTED)
+                or (
+                    state == State.AWAITING_CLEARANCE and deadline is not None and early >= deadline
+                )
+            ):
+                self._refuse_late(campaign_id, entries, early, deadline)
         with self.db.transaction() as tx:
             row = self._get_row(tx, campaign_id, self.db.lock_share)
             now = now_ms()
@@ -183,9 +200,7 @@ class CampaignStore:
                     "listeners are notified"
                 )
             deadline = row["clearance_required_by"]
-            if state != State.AWAITING_CLEARANCE or (deadline is not None and now >= deadline):
-                late = [cid for cid, status in entries if status]
-            else:
+            if state == State.AWAITING_CLEARANCE and (deadline is None or now < deadline):
                 if split_members is not None:  # membership known in memory: a plain bulk insert
                     missing: list[str] = []
 
@@ -203,6 +218,17 @@ class CampaignStore:
                 if matched < len(entries):
                     missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
                 return ApprovalResult(applied=matched, not_in_target_group=missing)
+        self._refuse_late(campaign_id, entries, now, deadline)
+
+    def _refuse_late(
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        now: int,
+        deadline: int | None,
+    ) -> NoReturn:
+        """Record the late approvals (for the `approved_late` reason) and refuse the call."""
+        late = [cid for cid, status in entries if status]
         if late:
             with self.db.transaction() as tx:
                 tx.mark_late(campaign_id, late, now)
