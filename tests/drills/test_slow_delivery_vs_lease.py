@@ -208,7 +208,7 @@ def test_a_notification_is_leased_per_attempt_so_a_stuck_listener_holds_only_its
     database_url: str, tmp_path: Path, slow: SlowServer, request: pytest.FixtureRequest
 ) -> None:
     """The first notification due goes to a listener that does not answer until released; the
-    other worker delivers the two after it meanwhile, and only the one in flight is leased."""
+    other worker delivers the two after it meanwhile, and only attempts in flight are leased."""
     store = open_store(database_url)
     request.addfinalizer(store.close)
     settings = _settings(tmp_path)
@@ -223,14 +223,20 @@ def test_a_notification_is_leased_per_attempt_so_a_stuck_listener_holds_only_its
     with store.db.transaction() as tx:
         store._enqueue(tx, notes)
     leased_while_stuck: list[int] = []
+    stuck_attempts_when_done: list[int] = []
 
     def others_delivered() -> bool:
         if not slow.held.is_set():
             return False
         with store.db.reader() as tx:
-            rows = tx.fetchall("SELECT notification_id, state, lease_until FROM notifications")
+            rows = tx.fetchall(
+                "SELECT notification_id, state, lease_until, attempts FROM notifications"
+            )
         leased_while_stuck.append(sum(1 for r in rows if r[1] == "pending" and r[2] is not None))
-        return all(r[1] == "delivered" for r in rows if r[0] != "msg_stuck")
+        if all(r[1] == "delivered" for r in rows if r[0] != "msg_stuck"):
+            stuck_attempts_when_done.extend(int(r[3]) for r in rows if r[0] == "msg_stuck")
+            return True
+        return False
 
     _run_workers(store, settings, others_delivered, limit=20, before_join=slow.gate.set)
     with store.db.reader() as tx:
@@ -241,4 +247,7 @@ def test_a_notification_is_leased_per_attempt_so_a_stuck_listener_holds_only_its
     )
     assert slow.held.is_set(), "the stuck listener was never called"
     assert states["msg_second"] == states["msg_third"] == "delivered", states
-    assert max(leased_while_stuck) == 1, leased_while_stuck
+    # the others were delivered while the stuck attempt was still in flight (not after it failed)
+    assert stuck_attempts_when_done == [0], stuck_attempts_when_done
+    # one lease per attempt in flight: at most one per worker (before: all three, one worker's)
+    assert max(leased_while_stuck) <= 2, leased_while_stuck
