@@ -41,6 +41,9 @@ class Reason(StrEnum):
     REFUSED = "refused"  # the operator's system answered Status false (or revoked)
     APPROVED_LATE = "approved_late"
     CAMPAIGN_CANCELED = "campaign_canceled"
+    # sends were recorded but their batch was never delivered (the channel kept failing until the
+    # campaign's life ended); the outcome is `undelivered`, with the channel's last error
+    DELIVERY_FAILED = "delivery_failed"
 
 
 class EventType:

@@ -167,7 +167,13 @@ def test_scheduled_conditional_campaign_end_to_end(served, tmp_path):
         )
         assert r.status_code == 201, r.text
         done = wait_for_state(served.http, 42, "executed", 30)
-        assert done["counts"] == {"target": 8, "approved": 3, "sent": 3, "excluded": 5}
+        assert done["counts"] == {
+            "target": 8,
+            "approved": 3,
+            "sent": 3,
+            "undelivered": 0,
+            "excluded": 5,
+        }
         sends = served.http.get(
             "/current/customers/GetCustomerSendDetailsByCampaign", params={"CampaignID": 42}
         ).json()

@@ -33,7 +33,7 @@ def test_create_inline_then_follow_it_to_execution(api, worker, clock, store):
     got = api.get("/api/v1/campaigns/700").json()
     assert got["state"] == "awaiting_clearance"
     assert got["clearance_required_by"] == "2026-01-01 14:30:00"
-    assert got["counts"] == {"target": 3, "approved": 0, "sent": 0, "excluded": 0}
+    assert got["counts"] == {"target": 3, "approved": 0, "sent": 0, "undelivered": 0, "excluded": 0}
     api.post(
         "/current/integrations/UpdateCustomerPromotionStatus",
         json={"CampaignID": 700, "PromosUpdated": [{"CustomerID": "a", "Status": True}]},
@@ -44,7 +44,7 @@ def test_create_inline_then_follow_it_to_execution(api, worker, clock, store):
     worker.drain()
     got = api.get("/api/v1/campaigns/700").json()
     assert got["state"] == "executed"
-    assert got["counts"] == {"target": 3, "approved": 1, "sent": 1, "excluded": 2}
+    assert got["counts"] == {"target": 3, "approved": 1, "sent": 1, "undelivered": 0, "excluded": 2}
     sent = api.get("/api/v1/campaigns/700/customers", params={"outcome": "sent"}).json()
     assert [(c["customer_id"], c["reason"]) for c in sent["customers"]] == [("a", None)]
     excluded = api.get(

@@ -73,7 +73,13 @@ def test_review_that_would_overrun_the_deadline(kit_listener, engine, worker, cl
     assert (report["reviewed"], report["approved"], report["missed"]) == (20, 20, 30)
     clock.advance(hours=2)
     worker.drain()
-    assert store.counts(c.campaign_id) == {"target": 50, "approved": 20, "sent": 20, "excluded": 30}
+    assert store.counts(c.campaign_id) == {
+        "target": 50,
+        "approved": 20,
+        "sent": 20,
+        "undelivered": 0,
+        "excluded": 30,
+    }
 
 
 def test_rules_and_promo_activation_decide_who_is_approved(

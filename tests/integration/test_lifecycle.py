@@ -44,7 +44,13 @@ def test_conditional_campaign_reaches_exactly_the_approved(engine, worker, store
     assert sorted((cid, ch) for _, cid, ch, _, _ in sends) == sorted(
         (cid, ch) for cid in ("c1", "c3", "c5") for ch in (504, 505)
     )
-    assert store.counts(c.campaign_id) == {"target": 10, "approved": 3, "sent": 3, "excluded": 7}
+    assert store.counts(c.campaign_id) == {
+        "target": 10,
+        "approved": 3,
+        "sent": 3,
+        "undelivered": 0,
+        "excluded": 7,
+    }
 
 
 def test_non_conditional_campaign_skips_clearance(engine, worker, store, clock, listener):
@@ -205,7 +211,13 @@ def test_a_listener_that_is_down_does_not_stop_the_campaign(engine, worker, stor
     clock.advance(minutes=30)
     worker.drain()
     assert store.get_campaign(c.campaign_id).state == State.EXECUTED
-    assert store.counts(c.campaign_id) == {"target": 3, "approved": 0, "sent": 0, "excluded": 3}
+    assert store.counts(c.campaign_id) == {
+        "target": 3,
+        "approved": 0,
+        "sent": 0,
+        "undelivered": 0,
+        "excluded": 3,
+    }
     [note] = store.campaign_notifications(c.campaign_id)
     assert note["state"] == "expired"
     assert note["attempts"] >= 1

@@ -77,7 +77,8 @@ class CampaignIn(Strict):
 class Counts(BaseModel):
     target: int
     approved: int
-    sent: int
+    sent: int  # customers whose every send was delivered
+    undelivered: int  # customers with a send whose batch was never delivered (once done)
     excluded: int
 
 
@@ -237,7 +238,7 @@ def native_router() -> APIRouter:
         campaign_id: int,
         runtime: RuntimeDep,
         who: Admin,
-        outcome: Literal["sent", "excluded", "approved"],
+        outcome: Literal["sent", "undelivered", "excluded", "approved"],
         after: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
     ) -> dict[str, Any]:
@@ -249,6 +250,7 @@ def native_router() -> APIRouter:
                     "outcome": r.outcome,
                     "reason": r.reason,
                     "approved_at": _iso(r.approved_at, runtime),
+                    **({"error": r.error} if r.outcome == "undelivered" else {}),
                 }
                 for r in rows
             ],

@@ -10,7 +10,8 @@ from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, format_wire_time
 from clearance.metrics import Metrics
-from clearance.store import Batch, Store
+from clearance.scheduled.lease import Heartbeat
+from clearance.store import Batch, LeaseLost, Store
 
 
 class RetryLater(Exception):
@@ -47,7 +48,7 @@ class Executor:
         }
         channels = [(c.id, c.templates[0].id if c.templates else None) for c in campaign.channels]
         for batch in self.store.undelivered_batches(campaign.campaign_id):
-            self._deliver(campaign, batch, deliveries[batch.channel_id])
+            self._deliver(campaign, batch, deliveries[batch.channel_id], owner)
         while True:
             now = self.clock.now()
             batches = self.store.next_send_chunk(
@@ -64,9 +65,17 @@ class Executor:
             for batch in batches:
                 if self.on_chunk:
                     self.on_chunk(campaign, batch)
-                self._deliver(campaign, batch, deliveries[batch.channel_id])
+                self._deliver(campaign, batch, deliveries[batch.channel_id], owner)
 
-    def _deliver(self, campaign: Campaign, batch: Batch, delivery: Delivery) -> None:
+    def _lease_until(self) -> int:
+        return to_ms(self.clock.now()) + int(self.settings.lease_seconds * 1000)
+
+    def _deliver(self, campaign: Campaign, batch: Batch, delivery: Delivery, owner: str) -> None:
+        """Deliver one batch under `owner`'s lease, extended while the delivery is in flight.
+
+        The lease is extended (and checked) before the delivery starts, so a worker that lost it
+        delivers nothing more; if it is lost during the delivery, the outcome is still recorded
+        (it happened) and execution stops here."""
         scheduled = format_wire_time(campaign.execute_at, self.settings.tz)
         if batch.rows:  # just created: the rows are in hand
             template = next(
@@ -90,14 +99,29 @@ class Executor:
             }
             for seq, customer_id, template_id in sends
         ]
+        cid = campaign.campaign_id
+        if not self.store.extend_lease(cid, owner, self._lease_until()):
+            raise LeaseLost(f"lost the lease on campaign {cid} before delivering a batch")
+        lease = self.settings.lease_seconds
+        heartbeat = Heartbeat(
+            lambda: self.store.extend_lease(cid, owner, self._lease_until()),
+            interval=lease / 3,
+            limit=self.settings.outbound_timeout_seconds + lease,
+            what=f"campaign {cid} batch {batch.channel_id}/{batch.first_seq}",
+        )
         try:
-            delivery.deliver(BatchName.scheduled(batch), records)
+            with heartbeat:
+                delivery.deliver(BatchName.scheduled(batch), records)
         except ChannelError as exc:
             end = campaign.execute_at + timedelta(days=max(1, campaign.duration_days))
             self.store.mark_batch(batch, None, str(exc))
+            if heartbeat.lost:
+                raise LeaseLost(f"lost the lease on campaign {cid} during a delivery") from exc
             if self.clock.now() < end:
                 raise RetryLater(str(exc)) from exc
             return  # past the campaign's life: recorded as undelivered, execution completes
         self.store.mark_batch(batch, to_ms(self.clock.now()), None)
+        if heartbeat.lost:
+            raise LeaseLost(f"lost the lease on campaign {cid} during a delivery")
         if self.metrics is not None:
             self.metrics.sends.labels(str(batch.channel_id), "scheduled").inc(len(records))

@@ -16,6 +16,7 @@ from clearance.domain import Campaign, EventType, format_wire_time
 from clearance.metrics import Metrics
 from clearance.outbound.signing import webhook_headers
 from clearance.outbound.transport import CallFailed, OutboundRefused, Transport
+from clearance.scheduled.lease import Heartbeat
 from clearance.store import Notification, Store
 
 BACKOFF_BASE_SECONDS = 1.0
@@ -94,8 +95,10 @@ class Notifier:
         transport: Transport | None = None,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        owner: str | None = None,
     ) -> None:
         self.metrics = metrics
+        self.owner = owner or f"notifier-{uuid.uuid4().hex[:8]}"
         self.store = store
         self.settings = settings
         self.clock = clock
@@ -104,16 +107,45 @@ class Notifier:
         self.transport = transport or settings.transport
         self.rng = rng or random.Random()
 
+    def _lease_until(self) -> int:
+        return to_ms(self.clock.now()) + int(self.settings.lease_seconds * 1000)
+
     def deliver_due(self, limit: int = 50) -> int:
-        """Attempt every notification that is due; return how many were attempted."""
-        now = self.clock.now()
-        lease = to_ms(now) + int((self.settings.outbound_timeout_seconds + 30) * 1000)
-        claimed = self.store.claim_notifications(to_ms(now), lease, limit)
-        for n in claimed:
-            self._attempt(n)
-        return len(claimed)
+        """Attempt up to `limit` notifications that are due, one at a time, each claimed with a
+        lease of its own (so the others stay free for another worker while one is in flight);
+        return how many were attempted."""
+        attempted = 0
+        while attempted < limit:
+            claimed = self.store.claim_notifications(
+                to_ms(self.clock.now()), self.owner, self._lease_until(), 1
+            )
+            if not claimed:
+                break
+            self._attempt(claimed[0])
+            attempted += 1
+        return attempted
 
     def _attempt(self, n: Notification) -> None:
+        """One attempt, with the notification's lease extended while the request is in flight
+        (for at most the request timeout and one lease more)."""
+        lease = self.settings.lease_seconds
+        heartbeat = Heartbeat(
+            lambda: self.store.extend_notification_lease(
+                n.notification_id, self.owner, self._lease_until()
+            ),
+            interval=lease / 3,
+            limit=self.settings.outbound_timeout_seconds + lease,
+            what=f"notification {n.notification_id}",
+        )
+        with heartbeat:
+            now, status, error, duration_ms = self._post(n)
+        if heartbeat.lost:  # another worker claimed it meanwhile: its attempt is the one recorded
+            if self.metrics is not None:
+                self.metrics.notifications.labels("lease_lost").inc()
+            return
+        self._record(n, now, status, error, duration_ms)
+
+    def _post(self, n: Notification) -> tuple[datetime, int | None, str | None, int]:
         now = self.clock.now()
         now_ms = to_ms(now)
         remaining = (n.expires_at - now_ms) / 1000
@@ -138,12 +170,25 @@ class Notifier:
             except OutboundRefused as exc:
                 error = f"not sent: {exc.message}"
         duration_ms = int((time.perf_counter() - started) * 1000)
+        return now, status, error, duration_ms
+
+    def _record(
+        self,
+        n: Notification,
+        now: datetime,
+        status: int | None,
+        error: str | None,
+        duration_ms: int,
+    ) -> None:
+        now_ms = to_ms(now)
         next_at: int | None = None
         if error is not None:
             retry_at = now + timedelta(seconds=backoff_seconds(n.attempts + 1, self.rng))
             if to_ms(retry_at) < n.expires_at:
                 next_at = to_ms(retry_at)
-        state = self.store.record_attempt(n, now_ms, status, error, duration_ms, next_at)
+        state = self.store.record_attempt(
+            n, self.owner, now_ms, status, error, duration_ms, next_at
+        )
         if self.metrics is not None:
             result = "failed_will_retry" if state == "pending" else state
             self.metrics.notifications.labels(result).inc()

@@ -101,7 +101,11 @@ class ScheduledService:
             assert self.membership is not None
             index = self.membership.index_for(campaign_id)
             return self.store.apply_approvals(
-                campaign_id, entries, self.now_ms, index.split if index is not None else None
+                campaign_id,
+                entries,
+                self.now_ms,
+                index.split if index is not None else None,
+                refuse_early=self.now_ms,
             )
         except DeadlinePassed as exc:
             deadline = exc.extra.get("clearance_required_by")

@@ -20,7 +20,7 @@ from clearance.metrics import Metrics
 from clearance.scheduled.deadline import deadline_for
 from clearance.scheduled.executor import Executor, RetryLater
 from clearance.scheduled.notifier import Notifier, build_notifications
-from clearance.store import Notification, Store
+from clearance.store import LeaseLost, Notification, Store
 
 log = logging.getLogger("clearance.worker")
 
@@ -42,9 +42,11 @@ class Worker:
         self.store = store
         self.settings = settings
         self.clock = clock
-        self.notifier = notifier or Notifier(store, settings, clock, metrics=metrics)
-        self.executor = executor or Executor(store, settings, clock, metrics=metrics)
         self.worker_id = worker_id or f"worker-{uuid.uuid4().hex[:8]}"
+        self.notifier = notifier or Notifier(
+            store, settings, clock, metrics=metrics, owner=self.worker_id
+        )
+        self.executor = executor or Executor(store, settings, clock, metrics=metrics)
 
     # --- driving ---------------------------------------------------------------------------------
     def run_once(self) -> bool:
@@ -106,6 +108,8 @@ class Worker:
                 self._execute(campaign)
             else:  # canceled or finished meanwhile
                 self.store.release(campaign_id, self.worker_id)
+        except LeaseLost as exc:  # another worker has the step now; it is not ours to release
+            log.warning("campaign %s: %s; leaving it to the new owner", campaign_id, exc)
         except RetryLater as exc:
             retry = to_ms(self.clock.now()) + int(RETRY_SECONDS * 1000)
             log.warning("campaign %s: %s; retrying", campaign_id, exc)

@@ -9,7 +9,7 @@ from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOut
 from clearance.store.connect import open_database
 from clearance.store.db import Database
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
-from clearance.store.work import Batch, Notification, WorkStore
+from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
 
 
 class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore):
@@ -41,6 +41,7 @@ __all__ = [
     "CustomerOutcome",
     "DecisionRow",
     "GatewayConfig",
+    "LeaseLost",
     "Notification",
     "Principal",
     "Store",

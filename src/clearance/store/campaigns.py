@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -39,6 +39,18 @@ class CustomerOutcome:
     outcome: str
     reason: str | None
     approved_at: Any
+    error: str | None = None  # undelivered: the channel and the last delivery error
+
+
+OUTCOMES = ("sent", "undelivered", "excluded", "approved")
+# A customer's send lies in a batch that was never delivered (abandoned past the campaign's life,
+# or still pending while the campaign executes).
+_IN_UNDELIVERED_BATCH = (
+    "EXISTS (SELECT 1 FROM sends s JOIN send_batches b ON b.campaign_id = s.campaign_id "
+    "AND b.channel_id = s.channel_id AND b.first_seq <= s.seq AND b.last_seq >= s.seq "
+    "WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq AND b.delivered_at IS NULL)"
+)
+_HAS_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq)"
 
 
 class CampaignStore:
@@ -148,15 +160,32 @@ class CampaignStore:
         entries: Sequence[tuple[str, bool]],
         now_ms: Callable[[], int],
         split_members: SplitMembers | None = None,
+        refuse_early: Callable[[], int] | None = None,
     ) -> ApprovalResult:
         """Apply approvals atomically against the deadline.
 
         The campaign row is locked first and the clock read after, so the freeze (which takes the
         same lock) and an approval can never interleave: an approval is either wholly before the
         freeze or refused.
+
+        With `refuse_early` (a clock), an approval that is late already is refused from a plain
+        read, before it takes any lock: once ClearanceRequiredBy has passed, a stream of (refused)
+        approvals then holds nothing the freeze waits for, so it cannot starve the freeze (on
+        PostgreSQL the worker's claim skips a share-locked row). Refusing late needs no lock: the
+        deadline has passed whatever the freeze is doing.
         """
-        late: list[str] = []
-        deadline: int | None = None
+        if refuse_early is not None:
+            with self.db.reader() as tx:
+                row = self._get_row(tx, campaign_id)
+            early, state = refuse_early(), row["state"]
+            deadline = row["clearance_required_by"]
+            if row["conditional"] and (
+                state in (State.CLEARED, State.EXECUTING, State.EXECUTED)
+                or (
+                    state == State.AWAITING_CLEARANCE and deadline is not None and early >= deadline
+                )
+            ):
+                self._refuse_late(campaign_id, entries, early, deadline)
         with self.db.transaction() as tx:
             row = self._get_row(tx, campaign_id, self.db.lock_share)
             now = now_ms()
@@ -171,9 +200,7 @@ class CampaignStore:
                     "listeners are notified"
                 )
             deadline = row["clearance_required_by"]
-            if state != State.AWAITING_CLEARANCE or (deadline is not None and now >= deadline):
-                late = [cid for cid, status in entries if status]
-            else:
+            if state == State.AWAITING_CLEARANCE and (deadline is None or now < deadline):
                 if split_members is not None:  # membership known in memory: a plain bulk insert
                     missing: list[str] = []
 
@@ -191,6 +218,17 @@ class CampaignStore:
                 if matched < len(entries):
                     missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
                 return ApprovalResult(applied=matched, not_in_target_group=missing)
+        self._refuse_late(campaign_id, entries, now, deadline)
+
+    def _refuse_late(
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        now: int,
+        deadline: int | None,
+    ) -> NoReturn:
+        """Record the late approvals (for the `approved_late` reason) and refuse the call."""
+        late = [cid for cid, status in entries if status]
         if late:
             with self.db.transaction() as tx:
                 tx.mark_late(campaign_id, late, now)
@@ -240,18 +278,29 @@ class CampaignStore:
                     f"SELECT COUNT(*) FROM ({LATEST_APPROVALS}) x WHERE rn = 1 AND status = ?",
                     (campaign_id, True),
                 )
-            sent = tx.fetchone(
+            with_sends = tx.fetchone(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT seq FROM sends WHERE campaign_id = ?) s",
                 (campaign_id,),
             )
+            # customers with a send in a batch not delivered (few batches: a short range each)
+            undelivered = tx.fetchone(
+                "SELECT COUNT(*) FROM (SELECT DISTINCT s.seq FROM send_batches b JOIN sends s "
+                "ON s.campaign_id = b.campaign_id AND s.channel_id = b.channel_id "
+                "AND s.seq >= b.first_seq AND s.seq <= b.last_seq "
+                "WHERE b.campaign_id = ? AND b.delivered_at IS NULL) u",
+                (campaign_id,),
+            )
         target = int(row["target_count"])
-        n_sent = int(sent[0]) if sent else 0
+        n_with_sends = int(with_sends[0]) if with_sends else 0
+        n_undelivered = int(undelivered[0]) if undelivered else 0
         done = row["state"] in (State.EXECUTED, State.CANCELED)
         return {
             "target": target,
             "approved": int(approved[0]) if approved else 0,
-            "sent": n_sent,
-            "excluded": target - n_sent if done else 0,
+            # delivered on every channel; while executing, a batch not yet delivered is neither
+            "sent": n_with_sends - n_undelivered,
+            "undelivered": n_undelivered if done else 0,
+            "excluded": target - n_with_sends if done else 0,
         }
 
     def customer_outcomes(
@@ -268,29 +317,51 @@ class CampaignStore:
                 f"SELECT t.seq, t.customer_id, {approval}, {approval_at}, t.late_attempt_at "
                 "FROM target_customers t WHERE t.campaign_id = ? AND t.seq > ? "
             )
-            sent_q = (
-                "EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = t.campaign_id "
-                "AND s.seq = t.seq)"
-            )
+            done = state in (State.EXECUTED, State.CANCELED)
+            failed: list[tuple[int, int, int, str | None]] = []
             if outcome == "approved":
                 sql = base + f"AND {approval} = ? ORDER BY t.seq LIMIT ?"
                 params: tuple[Any, ...] = (campaign_id, after_seq, True, limit)
-            elif outcome == "sent":
-                sql = base + f"AND {sent_q} ORDER BY t.seq LIMIT ?"
+            elif outcome == "sent":  # every send of the customer delivered
+                sql = (
+                    base + f"AND {_HAS_SEND} AND NOT {_IN_UNDELIVERED_BATCH} ORDER BY t.seq LIMIT ?"
+                )
                 params = (campaign_id, after_seq, limit)
-            elif outcome == "excluded":
-                if state not in (State.EXECUTED, State.CANCELED):
+            elif outcome == "undelivered":  # sends recorded, a batch never delivered
+                if not done:
                     return []
-                sql = base + f"AND NOT {sent_q} ORDER BY t.seq LIMIT ?"
+                sql = base + f"AND {_IN_UNDELIVERED_BATCH} ORDER BY t.seq LIMIT ?"
+                params = (campaign_id, after_seq, limit)
+                failed = [
+                    (int(r[0]), int(r[1]), int(r[2]), r[3])
+                    for r in tx.fetchall(
+                        "SELECT channel_id, first_seq, last_seq, last_error FROM send_batches "
+                        "WHERE campaign_id = ? AND delivered_at IS NULL ORDER BY channel_id",
+                        (campaign_id,),
+                    )
+                ]
+            elif outcome == "excluded":
+                if not done:
+                    return []
+                sql = base + f"AND NOT {_HAS_SEND} ORDER BY t.seq LIMIT ?"
                 params = (campaign_id, after_seq, limit)
             else:
-                raise InvalidInput("outcome must be sent, excluded or approved", field="outcome")
+                raise InvalidInput(
+                    "outcome must be sent, undelivered, excluded or approved", field="outcome"
+                )
             rows = tx.fetchall(sql, params)
         out = []
         for seq, cid, approval, approval_at, late_at in rows:
-            reason = None
+            reason = error = None
             if outcome == "excluded":
                 reason = exclusion_reason(State(state), approval, late_at is not None)
+            elif outcome == "undelivered":
+                reason = Reason.DELIVERY_FAILED
+                error = "; ".join(
+                    f"channel {ch}: {last_error or 'not delivered'}"
+                    for ch, first, last, last_error in failed
+                    if first <= int(seq) <= last
+                )
             out.append(
                 CustomerOutcome(
                     int(seq),
@@ -298,6 +369,7 @@ class CampaignStore:
                     outcome,
                     reason,
                     None if approval_at is None else from_ms(int(approval_at)),
+                    error,
                 )
             )
         return out

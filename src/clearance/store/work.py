@@ -38,6 +38,10 @@ class Batch:
     rows: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
 
 
+class LeaseLost(Conflict):
+    """Another worker holds the lease now: whoever lost it stops working on that step."""
+
+
 _ACTIVE = tuple(s.value for s in ACTIVE_STATES)
 _ACTIVE_MARKS = ", ".join("?" for _ in _ACTIVE)
 
@@ -124,6 +128,8 @@ class WorkStore:
         )
 
     def extend_lease(self, campaign_id: int, owner: str, lease_until: int) -> bool:
+        """Move `owner`'s lease on a campaign step to `lease_until`; False if `owner` no longer
+        holds it (another worker claimed the step after the lease ran out)."""
         with self.db.transaction() as tx:
             return bool(
                 tx.execute(
@@ -157,7 +163,7 @@ class WorkStore:
                 (campaign_id, owner, State.EXECUTING.value),
             )
             if row is None:
-                raise Conflict(f"lost the lease on campaign {campaign_id}")
+                raise LeaseLost(f"lost the lease on campaign {campaign_id}")
             cursor, target_count, sends_count = int(row[0]), int(row[1]), int(row[2])
             # A bounded window of positions, not "the next `limit` approved ones": the scan stays
             # a short index range whatever plan the database picks (no statistics yet after the
@@ -281,11 +287,13 @@ class WorkStore:
                 ],
             )
 
-    def claim_notifications(self, now_ms: int, lease_until: int, limit: int) -> list[Notification]:
+    def claim_notifications(
+        self, now_ms: int, owner: str, lease_until: int, limit: int = 1
+    ) -> list[Notification]:
         with self.db.transaction() as tx:
             rows = tx.fetchall(
                 query("claim_notifications", skip_locked=self.db.skip_locked),
-                (lease_until, now_ms, now_ms, limit),
+                (lease_until, owner, now_ms, now_ms, limit),
             )
         return [
             Notification(
@@ -294,16 +302,29 @@ class WorkStore:
             for r in rows
         ]
 
+    def extend_notification_lease(self, notification_id: str, owner: str, lease_until: int) -> bool:
+        """Move `owner`'s lease on a notification; False if another worker has claimed it."""
+        with self.db.transaction() as tx:
+            return bool(
+                tx.execute(
+                    "UPDATE notifications SET lease_until = ? "
+                    "WHERE notification_id = ? AND lease_owner = ? AND state = 'pending'",
+                    (lease_until, notification_id, owner),
+                )
+            )
+
     def record_attempt(
         self,
         n: Notification,
+        owner: str,
         at_ms: int,
         status_code: int | None,
         error: str | None,
         duration_ms: int,
         next_attempt_at: int | None,
     ) -> str:
-        """Record one delivery attempt; return the notification's new state."""
+        """Record one delivery attempt; return the notification's new state, or "lease_lost"
+        (nothing recorded) when another worker claimed the notification meanwhile."""
         if error is None:
             state = "delivered"
         elif next_attempt_at is None:
@@ -312,14 +333,10 @@ class WorkStore:
             state = "pending"
         attempt = n.attempts + 1
         with self.db.transaction() as tx:
-            tx.execute(
-                "INSERT INTO notification_attempts (notification_id, attempt, at, status_code, "
-                "error, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                (n.notification_id, attempt, at_ms, status_code, error, duration_ms),
-            )
-            tx.execute(
+            if not tx.execute(
                 "UPDATE notifications SET state = ?, attempts = ?, next_attempt_at = ?, "
-                "lease_until = NULL, last_error = ?, delivered_at = ? WHERE notification_id = ?",
+                "lease_until = NULL, lease_owner = NULL, last_error = ?, delivered_at = ? "
+                "WHERE notification_id = ? AND lease_owner = ? AND state = 'pending'",
                 (
                     state,
                     attempt,
@@ -327,7 +344,14 @@ class WorkStore:
                     error,
                     at_ms if state == "delivered" else None,
                     n.notification_id,
+                    owner,
                 ),
+            ):
+                return "lease_lost"
+            tx.execute(
+                "INSERT INTO notification_attempts (notification_id, attempt, at, status_code, "
+                "error, duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                (n.notification_id, attempt, at_ms, status_code, error, duration_ms),
             )
         return state
 

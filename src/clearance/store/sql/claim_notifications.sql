@@ -1,7 +1,7 @@
 -- Lease the pending notifications that are due, first due first, up to a limit, skipping those
--- whose lease has not run out. {skip_locked}: the backend's FOR UPDATE SKIP LOCKED
--- (Database.skip_locked).
-UPDATE notifications SET lease_until = ?
+-- whose lease has not run out. The worker names itself as the lease's owner. {skip_locked}: the
+-- backend's FOR UPDATE SKIP LOCKED (Database.skip_locked).
+UPDATE notifications SET lease_until = ?, lease_owner = ?
 WHERE notification_id IN (
     SELECT notification_id FROM notifications
     WHERE state = 'pending'
