@@ -7,6 +7,7 @@ below imports this module back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class Runtime:
         if self._started:
             raise RuntimeError("this Runtime has already been started; build a new one")
         self._started = True
+        await asyncio.to_thread(self.store.warm_login)
         await self.realtime.start()
         self.start_worker()
 

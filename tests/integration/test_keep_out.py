@@ -211,3 +211,101 @@ def test_a_time_the_site_zone_cannot_place_is_refused(
         )
         fixed = {**body, "execute_at": when.replace(" ", "T") + "+00:00"}
         assert c.post("/api/v1/campaigns", json=fixed).status_code == 201  # an offset says which
+
+
+# --- found by the hostile review ------------------------------------------------------------------
+def test_a_success_does_not_free_the_guesses_still_in_flight(clock: FakeClock) -> None:
+    from clearance.api.ratelimit import LoginThrottle
+
+    throttle = LoginThrottle(clock, allowed=3)
+    assert throttle.begin("ops", "1.2.3.4") == 0.0  # two guesses in flight
+    assert throttle.begin("ops", "1.2.3.4") == 0.0
+    assert throttle.begin("ops", "5.6.7.8") == 0.0  # the real user, elsewhere
+    throttle.succeeded("ops", "5.6.7.8")
+    assert throttle.begin("ops", "1.2.3.4") == 0.0  # the third allowed
+    assert throttle.begin("ops", "1.2.3.4") > 0  # not a fourth: two are still in flight
+    for _ in range(3):
+        throttle.failed("ops", "1.2.3.4")
+    assert throttle.begin("ops", "1.2.3.4") > 0
+
+
+def test_the_throttle_forgets_names_once_their_window_has_passed(clock: FakeClock) -> None:
+    from clearance.api.ratelimit import LoginThrottle
+
+    throttle = LoginThrottle(clock, allowed=3)
+    for i in range(50):
+        assert throttle.begin(f"user-{i}", f"10.0.0.{i}") == 0.0
+        throttle.failed(f"user-{i}", f"10.0.0.{i}")
+    assert len(throttle._failures) == 100
+    clock.advance(301)
+    throttle.begin("next", "9.9.9.9")
+    throttle.abandoned("next", "9.9.9.9")
+    assert len(throttle._failures) <= 2  # only what was touched since; the 50 names are gone
+    assert dict(throttle._in_flight) == {}
+
+
+def test_a_user_name_longer_than_an_id_is_refused_before_it_is_kept(anon: httpx.Client) -> None:
+    r = anon.post("/current/general/login", json={"Username": "u" * 201, "Password": "p"})
+    assert r.status_code == 400 and r.json()["field"] == "Username"
+
+
+def test_a_stored_folder_outside_the_channel_dir_is_refused_at_delivery(tmp_path: Path) -> None:
+    root = tmp_path / "sends"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    (root / "linked").symlink_to(tmp_path / "outside")
+    name = BatchName.triggered("T-1", 506, "1", "1")
+    for folder in [str(tmp_path / "outside"), "sub/../../outside", "linked", "a\x00b"]:
+        with pytest.raises(ChannelError):
+            FileDelivery(str(root), folder).deliver(name, [{"x": 1}])
+    assert list((tmp_path / "outside").iterdir()) == []
+    FileDelivery(str(root), "brand-a").deliver(name, [{"x": 1}])
+    assert len(list((root / "brand-a").rglob("*.ndjson"))) == 1
+
+
+@pytest.mark.parametrize("value", ["a\x01b", "a\x1bb", "a\x7fb"])
+def test_a_gateway_header_value_a_client_cannot_send_is_refused_on_save(
+    api: httpx.Client, value: str
+) -> None:
+    body = {"url": "http://127.0.0.1:1/g", "headers": {"x-tenant": value}}
+    assert api.put("/triggered_conditional_execution_gateway", json=body).status_code == 400
+    tab = {"url": "http://127.0.0.1:1/g", "headers": {"x-tenant": "a\tb c"}}
+    assert api.put("/triggered_conditional_execution_gateway", json=tab).status_code == 200
+
+
+@pytest.mark.parametrize("campaign_id", ["T\n1", "T\x001", "T\x7f"])
+def test_a_triggered_campaign_id_with_control_characters_is_refused(
+    api: httpx.Client, campaign_id: str
+) -> None:
+    campaign = {
+        "id": campaign_id,
+        "action": {"id": 5, "channels": [{"id": 506}]},
+        "trigger": {"event": "login"},
+    }
+    assert api.post("/api/v1/triggered-campaigns", json=campaign).status_code == 400
+
+
+def test_the_first_unknown_login_after_start_costs_one_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from clearance.runtime import Runtime
+
+    access._decoy_hash.cache_clear()
+    runtime = Runtime.open(Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}"), FakeClock())
+    try:
+        asyncio.run(runtime.start())
+        calls: list[str] = []
+        real = access.hash_password
+
+        def counting(password: str, salt: bytes | None = None) -> str:
+            calls.append(password)
+            return real(password, salt)
+
+        monkeypatch.setattr(access, "hash_password", counting)
+        assert runtime.store.login("nobody", "wrong", 0) is None
+        assert len(calls) == 1
+        asyncio.run(runtime.stop())
+    finally:
+        runtime.store.close()

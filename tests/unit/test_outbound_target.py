@@ -116,6 +116,16 @@ def test_a_refusal_names_the_field():
         "64:ff9b:1::808:808",
         "2002:a00:1::",
         "2001::1",
+        # site-local, IPv4-translated, multicast, and special-purpose blocks older Pythons call
+        # global (CVE-2024-4032)
+        "fec0:0:0:ffff::1",
+        "::ffff:0:7f00:1",
+        "224.0.0.1",
+        "ff02::1",
+        "192.0.0.8",
+        "192.88.99.1",
+        "192.175.48.1",
+        "3fff::1",
     ],
 )
 def test_the_public_only_rule_refuses_internal_addresses_however_embedded(address):

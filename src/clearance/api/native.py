@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -16,6 +15,7 @@ from pydantic import BaseModel, Field
 from clearance.api.body import read_body, read_json
 from clearance.api.deps import Admin, RuntimeDep, runtime_of
 from clearance.api.models import Name, Strict
+from clearance.channels.file import check_subdirectory
 from clearance.domain import (
     MAX_ID_LENGTH,
     Campaign,
@@ -308,15 +308,7 @@ def native_router() -> APIRouter:
 def _channel_directory(raw: str | None) -> str | None:
     """A file channel writes under CLEARANCE_FILE_CHANNEL_DIR: a key holder names a subdirectory,
     never a path elsewhere on the server."""
-    if raw is None:
-        return None
-    parts = PurePosixPath(raw).parts
-    if not parts or PurePosixPath(raw).is_absolute() or ".." in parts or "\\" in raw:
-        raise InvalidInput(
-            "delivery.directory must be a relative subdirectory of CLEARANCE_FILE_CHANNEL_DIR",
-            field="delivery.directory",
-        )
-    return raw
+    return None if raw is None else check_subdirectory(raw)
 
 
 def _target_row(item: Any, i: int) -> tuple[str, str | None]:

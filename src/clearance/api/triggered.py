@@ -31,9 +31,14 @@ from clearance.triggered.matching import compile_condition
 HeaderName = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 ]
-HeaderValue = Annotated[str, Field(max_length=2000, pattern=r"^[^\r\n\x00]*$")]
+# a header value: visible characters, spaces and tabs (RFC 9110), nothing a client refuses to send
+HeaderValue = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00-\x08\x0a-\x1f\x7f]*$")]
 Secret = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^\S+$")]
-AnyId = Annotated[int, Field(ge=0, le=2**53)] | Annotated[str, Field(min_length=1, max_length=200)]
+# a campaign id goes into file names and the webhook-id header: no control characters
+AnyId = (
+    Annotated[int, Field(ge=0, le=2**53)]
+    | Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+)
 
 
 class TemplateT(Strict):

@@ -23,6 +23,7 @@ from clearance.channels import send_id
 from clearance.clock import from_ms
 from clearance.domain import (
     MAX_APPROVALS_PER_CALL,
+    MAX_ID_LENGTH,
     EventType,
     State,
     check_customer_id,
@@ -42,6 +43,7 @@ from clearance.outbound.policy import check_outbound_url
 from clearance.runtime import Runtime
 from clearance.store import Principal
 
+MAX_PASSWORD_LENGTH = 1024  # scrypt reads all of it: a longer one only costs the server
 KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
 MAX_CHANNEL = 2**31 - 1  # channel ids are 32-bit in the store
 
@@ -87,6 +89,12 @@ async def login(request: Request, runtime: Runtime) -> Response:
     username, password = body.get("Username"), body.get("Password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidInput("Username and Password are required strings", field="Username")
+    if not username or len(username) > MAX_ID_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+        raise InvalidInput(
+            f"Username must be 1..{MAX_ID_LENGTH} characters and Password at most "
+            f"{MAX_PASSWORD_LENGTH}",
+            field="Username",
+        )
     throttle: LoginThrottle = request.app.state.login_throttle
     address = request.client.host if request.client else "?"
     wait = throttle.begin(username, address)
@@ -100,6 +108,7 @@ async def login(request: Request, runtime: Runtime) -> Response:
         throttle.abandoned(username, address)
         raise
     if token is None:
+        throttle.failed(username, address)
         raise NotAuthenticated("wrong username or password")
     throttle.succeeded(username, address)
     return JSON(token)

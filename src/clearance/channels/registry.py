@@ -5,8 +5,6 @@ The adapters (`file`, `webhook`) import only `base`; nothing imports this module
 
 from __future__ import annotations
 
-import os
-
 from clearance.channels.base import ChannelError, Delivery
 from clearance.channels.file import FileDelivery
 from clearance.channels.webhook import WebhookDelivery
@@ -22,4 +20,4 @@ def delivery_for(config: ChannelConfig | None, settings: Settings, clock: Clock)
         return WebhookDelivery(config.target, settings, clock)
     base = settings.file_channel_dir
     subdirectory = config.target if config and config.target else None
-    return FileDelivery(os.path.join(base, subdirectory) if subdirectory else base)
+    return FileDelivery(base, subdirectory)

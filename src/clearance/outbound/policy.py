@@ -132,6 +132,26 @@ class OutboundPolicy:
                 )
 
 
+# Not public, though `is_global` says so on some Pythons (3.11.7 predates the CVE-2024-4032 fix to
+# the ipaddress tables) or ever did: site-local IPv6, the IPv4-translated range, and IANA
+# special-purpose blocks that are not globally reachable.
+_NOT_PUBLIC: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "192.0.0.0/24",
+        "192.31.196.0/24",
+        "192.52.193.0/24",
+        "192.88.99.0/24",
+        "192.175.48.0/24",
+        "fec0::/10",
+        "::ffff:0:0:0/96",
+        "5f00::/16",
+        "3fff::/20",
+        "2001::/23",
+    )
+)
+
+
 def _parse(text: str) -> Address | None:
     try:
         address = ipaddress.ip_address(text)
@@ -144,7 +164,9 @@ def _parse(text: str) -> Address | None:
 
 def _public(address: Address) -> bool:
     """Globally reachable, and, for IPv6 that carries an IPv4 address, that one is too."""
-    if not address.is_global:
+    if not address.is_global or address.is_multicast:
+        return False
+    if any(address in network for network in _NOT_PUBLIC):
         return False
     if isinstance(address, ipaddress.IPv6Address):
         if address in _NAT64_LOCAL:

@@ -226,6 +226,11 @@ class AccessStore:
                 (username, hash_password(password), access_type, now_ms),
             )
 
+    def warm_login(self) -> None:
+        """Make the decoy hash now (at start), so that even the first unknown user costs the one
+        scrypt a known user does."""
+        _decoy_hash()
+
     def login(self, username: str, password: str, now_ms: int) -> str | None:
         with self.db.reader() as tx:
             row = tx.fetchone(
