@@ -24,6 +24,7 @@ from clearance.integrator.errors import (
     ClearanceDeadlinePassed,
     TransportError,
 )
+from clearance.integrator.verify import check_secrets
 
 MAX_APPROVALS_PER_CALL = 10_000
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -253,9 +254,15 @@ class Client:
     async def set_gateway(
         self, url: str, timeout_ms: int = 2000, secret: str | None = None
     ) -> dict[str, Any]:
+        """Set the triggered gateway. `secret` may hold two secrets separated by a space while one
+        is rotated ("new old", as the listener and gateway take it): the first is sent as
+        `secret`, the second as `previous_secret`, and the engine signs with both."""
         body: dict[str, Any] = {"url": url, "timeout_ms": timeout_ms}
         if secret:
-            body["secret"] = secret
+            parts = check_secrets(secret)
+            body["secret"] = parts[0]
+            if len(parts) > 1:
+                body["previous_secret"] = parts[1]
         response = await self._http.put(
             "/triggered_conditional_execution_gateway",
             content=orjson.dumps(body),

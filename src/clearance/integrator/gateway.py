@@ -4,6 +4,13 @@ The operator's `decide(user, campaign)` returns a bool or a GateDecision. If it 
 `budget_ms` (keep it below the engine's timeout), the app answers `allowed: false` itself and logs
 why — the engine would treat silence as a no anyway, but an explicit answer keeps its circuit
 breaker and metrics honest.
+
+With a `secret` (the one the engine was given as the gateway's secret, or "new old" while
+rotating) every request must carry a valid Standard Webhooks signature and a timestamp within
+`tolerance_seconds`, checked as the listener checks notifications; an unsigned, forged or stale
+request is answered 401 `allowed: false` and `decide` is not called. There is no `webhook-id`
+replay check: the engine numbers gateway messages per process, so ids repeat across its workers
+and restarts, and a replayed request only repeats a question the engine already asked.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from clearance.clock import Clock, SystemClock
 from clearance.integrator.decision import GateDecision
+from clearance.integrator.verify import Rejected, Verifier
 
 log = logging.getLogger("clearance.integrator.gateway")
 
@@ -44,8 +53,21 @@ def _answer(user_id: Any, allowed: bool, status: int = 200) -> Response:
 
 
 class GatewayApp:
-    def __init__(self, decide: Decide, *, budget_ms: int = 1500) -> None:
+    def __init__(
+        self,
+        decide: Decide,
+        *,
+        budget_ms: int = 1500,
+        secret: str | None = None,
+        clock: Clock | None = None,
+        tolerance_seconds: float = 300,
+    ) -> None:
         self.decide = decide
+        self.verifier = (
+            Verifier(secret, clock or SystemClock(), tolerance_seconds, replay=False)
+            if secret
+            else None
+        )
         self.budget = budget_ms / 1000
         self.counts: Counter[str] = Counter()
         self.app = Starlette(
@@ -56,8 +78,20 @@ class GatewayApp:
         )
 
     async def answer(self, request: Request) -> Response:
+        body = await request.body()
+        if self.verifier is not None:
+            try:
+                self.verifier.verify(body, {k.lower(): v for k, v in request.headers.items()})
+            except Rejected as exc:
+                self.counts["unauthenticated"] += 1
+                log.warning("refused an unauthenticated gateway request: %s", exc.message)
+                return _answer(None, False, 401)
+            except Exception:  # a verifier that breaks refuses too
+                self.counts["unauthenticated"] += 1
+                log.exception("could not verify a gateway request: refused")
+                return _answer(None, False, 401)
         try:
-            payload = orjson.loads(await request.body())
+            payload = orjson.loads(body)
             user = payload["user"]
             if not isinstance(user["user_id"], str) or not isinstance(user["is_visitor"], bool):
                 raise TypeError("user_id must be a string and is_visitor a boolean")

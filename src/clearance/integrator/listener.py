@@ -197,6 +197,11 @@ class Listener:
             await asyncio.gather(*pushes, return_exceptions=True)
             report.state = "failed"
             report.errors.append(str(exc))
+        except Exception as exc:  # the review itself broke (customer data that will not load…)
+            await asyncio.gather(*pushes, return_exceptions=True)
+            log.exception("review of campaign %s failed", campaign_id)
+            report.state = "failed"
+            report.errors.append(f"review failed: {type(exc).__name__}: {str(exc)[:300]}")
         finally:
             report.finished_at = self.clock.now().isoformat()
 

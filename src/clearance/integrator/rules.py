@@ -16,10 +16,13 @@ could not accept: `"self-exclusion: field self_excluded is missing"`.
 
 Rules fail closed: a customer passes a rule only if the data positively says so. A field that is
 missing, null (None), empty or blank, or that the rule cannot read, is a refusal, as is a customer
-with no record at all (`"no customer data"`) and a rule that raises. What each type accepts:
+with no record at all (`"no customer data"`), a customer whose data conflicts (more than one
+record: `"conflicting customer data: 2 records for C1"`) and a rule that raises. What each type
+accepts:
 
-- `min_deposit`, `min_age`: an int or float, finite, at least `min`. Booleans, NaN, infinity and
-  strings (even "50") are not numbers. (The CSV reader turns "50" into 50, and "nan" into NaN.)
+- `min_deposit`, `min_age`: an int, float or Decimal (PostgreSQL NUMERIC), finite, at least `min`.
+  Booleans, NaN, infinity (float or Decimal) and strings (even "50") are not numbers. (The CSV
+  reader turns "50" into 50, and "nan" into NaN.)
 - `status_in`: a string, trimmed of surrounding whitespace and then matched exactly (case
   included) against `values`; or an int (not a bool) equal to one of them.
 - `country_allow`, `country_deny`: a non-empty printable string. Both the data and `values` are
@@ -29,10 +32,12 @@ with no record at all (`"no customer data"`) and a rule that raises. What each t
   ignoring case and surrounding whitespace, one of "false", "f", "no", "n", "off", "0". Everything
   else refuses: True, 1, "yes", "y", "true", "t", "on", "x", 2, 0.5, an empty cell, None.
 - `condition`: the CEL result must be exactly `true`. Every field the expression names must be
-  present with a value (not null, blank, NaN or infinity), even in a branch that would not be
-  evaluated; names bound by macros such as `exists(x, …)` are exempt (type names used as values,
-  as in `type(x) == string`, count as fields). An expression that errors or gives anything but a
-  bool refuses.
+  present with a value (not null, blank, NaN or infinity, float or Decimal), even in a branch
+  that would not be evaluated; names bound by macros such as `exists(x, …)` are exempt (type
+  names used as values, as in `type(x) == string`, count as fields). An expression that errors or
+  gives anything but a bool refuses. The expression itself can still fail open: CEL `!=` compares
+  across types (`self_excluded != true` passes "Yes"), and `has(…) ? … : true` or `… || true`
+  pass missing data. Prefer the typed rules.
 
 Loading refuses (RuleError) a file without `[[rule]]` tables, with unknown keys (a misspelt
 `feild` would silently check the default field), a `min` that is not a finite number, or `values`
@@ -47,11 +52,14 @@ import tomllib
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import cel
+
+from clearance.integrator.customers import UnusableRecord
 
 DEFAULT_FIELDS = {
     "min_deposit": "deposit",
@@ -97,8 +105,10 @@ def _unknown(record: Mapping[str, Any], name: str) -> str | None:
         return "is null"
     if isinstance(value, str) and not value.strip():
         return "is empty"
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"is not a finite number ({value!r})"
+    if (isinstance(value, float) and not math.isfinite(value)) or (
+        isinstance(value, Decimal) and not value.is_finite()
+    ):
+        return f"is not a finite number ({_show(value)})"
     return None
 
 
@@ -137,7 +147,7 @@ class Rule:
             return f"{self.name}: field {self.field} {missing}"
         value = record[self.field]
         if self.type in ("min_deposit", "min_age"):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
                 return f"{self.name}: field {self.field} is not a number ({_show(value)})"
             assert self.min is not None
             if value >= self.min:
@@ -215,6 +225,8 @@ class Rules:
             return "no rules are configured: nothing is approved"
         if record is None:
             return "no customer data"
+        if isinstance(record, UnusableRecord):  # e.g. two records for one customer
+            return record.reason
         if not isinstance(record, dict) and not isinstance(record, Mapping):  # dict: fast path
             return f"customer data is not a record ({type(record).__name__})"
         for rule in self.rules:

@@ -21,6 +21,7 @@ from clearance.integrator.gateway import GatewayApp
 from clearance.integrator.listener import Listener
 from clearance.integrator.promo import Activate, rules_decide, rules_review
 from clearance.integrator.rules import Rules
+from clearance.integrator.verify import check_secrets
 
 log = logging.getLogger("clearance.integrator")
 
@@ -38,6 +39,10 @@ class KitConfig:
     public_url: str | None = None  # where the engine reaches this service, for `register`
     register: bool = False
 
+    def __post_init__(self) -> None:
+        if self.secret:  # refuse a malformed or short secret before anything is served
+            check_secrets(self.secret, "secret (--secret)")
+
 
 def build(
     config: KitConfig, activate: Activate | None = None
@@ -49,8 +54,11 @@ def build(
         secret=config.secret,
         timezone=config.timezone,
     )
+    # the gateway is registered with the engine with this secret, so it demands the signature too
     gateway = GatewayApp(
-        rules_decide(config.rules, config.customers), budget_ms=config.gateway_budget_ms
+        rules_decide(config.rules, config.customers),
+        budget_ms=config.gateway_budget_ms,
+        secret=config.secret,
     )
 
     @contextlib.asynccontextmanager
