@@ -211,7 +211,10 @@ def cmd_integrator_serve(args: argparse.Namespace) -> int:
         )
     except (RuleError, OSError, ValueError) as exc:
         raise ClearanceError(str(exc)) from exc
-    app, _, _ = build(config)
+    try:
+        app, _, _ = build(config)
+    except (RuleError, OSError, ValueError) as exc:
+        raise ClearanceError(str(exc)) from exc
     log.info(
         "integrator on http://%s:%s (listener /listener/, gateway /gateway/)", args.host, args.port
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -63,7 +64,8 @@ class FileDelivery:
         path = self.path_for(name)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
+            # a name of its own: two deliveries of one batch at once must not share a temp file
+            tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
             with open(tmp, "wb") as fh:
                 line = orjson.OPT_APPEND_NEWLINE
                 fh.write(b"".join([orjson.dumps(s, option=line) for s in sends]))

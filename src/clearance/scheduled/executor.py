@@ -108,15 +108,17 @@ class Executor:
             interval=lease / 3,
             limit=self.settings.outbound_timeout_seconds + lease,
             what=f"campaign {cid} batch {batch.channel_id}/{batch.first_seq}",
+            lease=lease,
+            release=self.store.db.release_thread,
         )
         try:
             with heartbeat:
                 delivery.deliver(BatchName.scheduled(batch), records)
         except ChannelError as exc:
             end = campaign.execute_at + timedelta(days=max(1, campaign.duration_days))
-            self.store.mark_batch(batch, None, str(exc))
-            if heartbeat.lost:
+            if heartbeat.lost:  # the step is another worker's: its outcome is the one recorded
                 raise LeaseLost(f"lost the lease on campaign {cid} during a delivery") from exc
+            self.store.mark_batch(batch, None, str(exc))
             if self.clock.now() < end:
                 raise RetryLater(str(exc)) from exc
             return  # past the campaign's life: recorded as undelivered, execution completes

@@ -23,12 +23,23 @@ log = logging.getLogger("clearance.worker")
 
 class Heartbeat:
     def __init__(
-        self, extend: Callable[[], bool], interval: float, limit: float, what: str = "lease"
+        self,
+        extend: Callable[[], bool],
+        interval: float,
+        limit: float,
+        what: str = "lease",
+        *,
+        lease: float | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
         self._extend = extend
         self._interval = max(0.01, interval)
         self._limit = limit
         self._what = what
+        # how long a lease lasts from its last extend (the caller extended or claimed it just
+        # before): past that with no successful extend, it may be someone else's
+        self._lease = lease if lease is not None else self._interval * 3
+        self._release = release
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {what}", daemon=True)
@@ -36,7 +47,8 @@ class Heartbeat:
 
     @property
     def lost(self) -> bool:
-        """The extend found the lease held by another worker: stop working on this step."""
+        """The lease may be another worker's now: an extend found it taken, extends kept failing
+        until it ran out, or the work outlived `limit`. Record nothing as this worker's."""
         return self._lost.is_set()
 
     def __enter__(self) -> Heartbeat:
@@ -53,25 +65,43 @@ class Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
-        deadline = time.monotonic() + self._limit
+        try:
+            self._beat()
+        finally:
+            if self._release is not None:
+                self._release()  # e.g. this thread's SQLite connection
+
+    def _beat(self) -> None:
+        started = time.monotonic()
+        deadline = started + self._limit
+        held_until = started + self._lease
         while not self._stop.wait(self._interval):
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 log.warning(
                     "%s: work still in flight after %.1f s; lease left to lapse",
                     self._what,
                     self._limit,
                 )
+                self._lost.set()
                 return
             try:
                 held = self._extend()
             except StoreUnavailable as exc:  # the next beat tries again, within the deadline
                 log.warning("%s: could not extend the lease: %s", self._what, exc)
-                continue
+                held = None
             except Exception:
                 log.exception("%s: extending the lease failed", self._what)
+                held = None
+            if held is None:
+                if time.monotonic() >= held_until:
+                    log.warning("%s: lease ran out while it could not be extended", self._what)
+                    self._lost.set()
+                    return
                 continue
             if not held:
                 log.warning("%s: lease lost to another worker", self._what)
                 self._lost.set()
                 return
+            held_until = now + self._lease
             self.beats += 1

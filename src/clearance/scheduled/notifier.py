@@ -136,6 +136,8 @@ class Notifier:
             interval=lease / 3,
             limit=self.settings.outbound_timeout_seconds + lease,
             what=f"notification {n.notification_id}",
+            lease=lease,
+            release=self.store.db.release_thread,
         )
         with heartbeat:
             now, status, error, duration_ms = self._post(n)

@@ -100,6 +100,11 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def release_thread(self) -> None:
+        """A short-lived thread is done with the database: free what it holds (SQLite keeps a
+        connection per thread; a pool needs nothing)."""
+        return None
+
     @abc.abstractmethod
     def table_options(self) -> dict[str, str]: ...
 

@@ -160,6 +160,16 @@ class SQLiteDatabase(Database):
                 raise StoreUnavailable(f"database unavailable: {exc}") from exc
             raise
 
+    def release_thread(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            return
+        self._local.conn = None
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        conn.close()
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:

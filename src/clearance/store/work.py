@@ -244,12 +244,24 @@ class WorkStore:
         return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
     def mark_batch(self, batch: Batch, delivered_at: int | None, error: str | None) -> None:
+        """Record a delivery attempt. A batch once delivered stays delivered: a failure reported
+        late (by a worker that lost its lease) never turns it back into undelivered."""
+        key = (batch.campaign_id, batch.channel_id, batch.first_seq)
         with self.db.transaction() as tx:
-            tx.execute(
-                "UPDATE send_batches SET delivered_at = ?, last_error = ?, attempts = attempts + 1 "
-                "WHERE campaign_id = ? AND channel_id = ? AND first_seq = ?",
-                (delivered_at, error, batch.campaign_id, batch.channel_id, batch.first_seq),
-            )
+            if delivered_at is None:
+                tx.execute(
+                    "UPDATE send_batches SET last_error = ?, attempts = attempts + 1 "
+                    "WHERE campaign_id = ? AND channel_id = ? AND first_seq = ? "
+                    "AND delivered_at IS NULL",
+                    (error, *key),
+                )
+            else:
+                tx.execute(
+                    "UPDATE send_batches SET delivered_at = COALESCE(delivered_at, ?), "
+                    "last_error = NULL, attempts = attempts + 1 "
+                    "WHERE campaign_id = ? AND channel_id = ? AND first_seq = ?",
+                    (delivered_at, *key),
+                )
 
     def send_details(
         self, campaign_id: int, limit: int, offset: int
