@@ -23,11 +23,19 @@ from clearance.triggered.breaker import BreakerSettings, CircuitBreaker
 from clearance.triggered.decision_log import DecisionIds, DecisionLog, PendingSend
 from clearance.triggered.events import Event
 from clearance.triggered.gate import Gate, GateResult, Outcome
-from clearance.triggered.matching import Match, TriggerIndex
+from clearance.triggered.matching import Match, TriggeredCampaign, TriggerIndex
 
 log = logging.getLogger("clearance.triggered")
 
 DELIVERY_ATTEMPTS = 3
+
+
+def _unexpected(exc: Exception, started: float) -> GateResult:
+    return GateResult(
+        Outcome.ERROR,
+        f"unexpected failure, nothing sent: {type(exc).__name__}: {exc}"[:300],
+        (time.monotonic() - started) * 1000,
+    )
 
 
 class RealTime:
@@ -130,12 +138,16 @@ class RealTime:
         self, gateway: Any, match: Match, event: Event, started: float
     ) -> dict[str, Any]:
         campaign = match.campaign
-        if campaign.conditional:
-            result = await self.gate.decide(
-                gateway, campaign, event.user_id, event.is_visitor, started
-            )
-        else:
-            result = GateResult(Outcome.NOT_CONDITIONAL, None, 0.0)
+        try:
+            if campaign.conditional:
+                result = await self.gate.decide(
+                    gateway, campaign, event.user_id, event.is_visitor, started
+                )
+            else:
+                result = GateResult(Outcome.NOT_CONDITIONAL, None, 0.0)
+        except Exception as exc:  # an unexpected failure is an error decision: logged, no send
+            log.exception("deciding campaign %s for %s failed", campaign.key, event.user_id)
+            result = _unexpected(exc, started)
         allowed = result.outcome in (Outcome.ALLOWED, Outcome.NOT_CONDITIONAL)
         sent = allowed or campaign.shadow
         reason = result.reason
@@ -146,23 +158,12 @@ class RealTime:
         decision_id = self.ids.next(at_ms)
         sends = None
         if sent:
-            action = campaign.body["action"]
-            promo = (action.get("promo_codes") or [None])[0]
-            stamp = self._stamp(at_ms)
-            sends = [
-                PendingSend(
-                    decision_id,
-                    campaign.key,
-                    campaign.body["id"],
-                    int(ch["id"]),
-                    (ch.get("templates") or [{}])[0].get("id"),
-                    promo,
-                    event.user_id,
-                    event.is_visitor,
-                    stamp,
-                )
-                for ch in action["channels"]
-            ]
+            try:
+                sends = self._sends(campaign, event, decision_id, at_ms)
+            except Exception as exc:
+                log.exception("the sends of campaign %s cannot be made", campaign.key)
+                result, sent = _unexpected(exc, started), False
+                reason = result.reason
         self.log.append(
             DecisionRow(
                 decision_id,
@@ -192,6 +193,27 @@ class RealTime:
             "shadow": campaign.shadow,
             "latency_ms": round(result.latency_ms, 3),
         }
+
+    def _sends(
+        self, campaign: TriggeredCampaign, event: Event, decision_id: str, at_ms: int
+    ) -> list[PendingSend]:
+        action = campaign.body["action"]
+        promo = (action.get("promo_codes") or [None])[0]
+        stamp = self._stamp(at_ms)
+        return [
+            PendingSend(
+                decision_id,
+                campaign.key,
+                campaign.body["id"],
+                int(ch["id"]),
+                (ch.get("templates") or [{}])[0].get("id"),
+                promo,
+                event.user_id,
+                event.is_visitor,
+                stamp,
+            )
+            for ch in action["channels"]
+        ]
 
     def _stamp(self, at_ms: int) -> str:
         """The wire timestamp for a send, formatted once per second rather than per send."""
