@@ -119,3 +119,214 @@ def test_the_gate_records_a_probe_that_raises(gateway, clock):
             await gate.close()
 
     assert asyncio.run(run()) == "allowed"
+
+
+# --- item 1: the outbox -----------------------------------------------------------------------
+def outbox_rows(store):
+    with store.db.reader() as tx:
+        return tx.fetchall(
+            "SELECT decision_id, channel_id, state FROM triggered_sends ORDER BY decision_id"
+        )
+
+
+def files(tmp_path):
+    return sorted((tmp_path / "sends").rglob("*.ndjson"))
+
+
+def sent_lines(tmp_path):
+    import orjson
+
+    return [orjson.loads(line) for f in files(tmp_path) for line in f.read_bytes().splitlines()]
+
+
+@pytest.fixture
+def two_channels(api, gateway):
+    body = {**CAMPAIGN, "action": {**CAMPAIGN["action"], "channels": [{"id": 506}, {"id": 507}]}}
+    assert api.post("/api/v1/triggered-campaigns", json=body).status_code == 201
+    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    return api
+
+
+def test_a_send_is_committed_with_its_decision_and_delivered_once(
+    two_channels, store, worker, tmp_path
+):
+    api = two_channels
+    r = api.post("/api/v1/events", json=[event("ok-1"), event("no-1"), event("ok-2")]).json()
+    ids = [res["matched"][0]["decision_id"] for res in r["results"]]
+    # in the store the moment the reply is out: the decision and one send per channel
+    assert outbox_rows(store) == [
+        (ids[0], 506, "pending"),
+        (ids[0], 507, "pending"),
+        (ids[2], 506, "pending"),
+        (ids[2], 507, "pending"),
+    ]
+    assert files(tmp_path) == []  # nothing delivered from memory: the worker delivers
+    worker.drain()
+    worker.drain()
+    lines = sent_lines(tmp_path)
+    assert sorted((s["DecisionID"], s["ChannelID"]) for s in lines) == [
+        (ids[0], 506),
+        (ids[0], 507),
+        (ids[2], 506),
+        (ids[2], 507),
+    ]
+    one = api.get(f"/api/v1/decisions/{ids[0]}").json()
+    assert one["delivery"] == "delivered"
+    assert [(d["channel_id"], d["state"], d["attempts"]) for d in one["deliveries"]] == [
+        (506, "delivered", 1),
+        (507, "delivered", 1),
+    ]
+    assert api.get(f"/api/v1/decisions/{ids[1]}").json()["delivery"] == "none"
+    assert api.get("/api/v1/decisions/nope").status_code == 404
+
+
+def test_a_channel_that_is_down_is_retried_then_delivered_once(
+    api, gateway, worker, clock, listener
+):
+    listener.status = 503
+    api.put("/api/v1/channels/506", json={"delivery": {"type": "webhook", "url": listener.url}})
+    api.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
+    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    [m] = api.post("/api/v1/events", json=event("ok-1")).json()["matched"]
+    assert m["sent"] is True
+    worker.drain()
+    got = api.get(f"/api/v1/decisions/{m['decision_id']}").json()
+    assert got["delivery"] == "pending"
+    assert "503" in got["deliveries"][0]["reason"] and got["deliveries"][0]["attempts"] == 1
+    worker.drain()  # not due yet: no second attempt without time passing
+    assert len(listener.received) == 1
+    listener.status = 200
+    clock.advance(seconds=5)
+    worker.drain()
+    got = api.get(f"/api/v1/decisions/{m['decision_id']}").json()
+    assert got["delivery"] == "delivered"
+    ids = {r["headers"]["webhook-id"] for r in listener.received}
+    assert len(listener.received) == 2 and len(ids) == 1  # the same batch, the same webhook-id
+    assert [s["DecisionID"] for s in listener.received[-1]["body"]["Sends"]] == [m["decision_id"]]
+
+
+def test_a_channel_down_past_the_deadline_fails_with_its_reason(
+    api, gateway, worker, clock, listener
+):
+    listener.status = 500
+    api.put("/api/v1/channels/506", json={"delivery": {"type": "webhook", "url": listener.url}})
+    api.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
+    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    [m] = api.post("/api/v1/events", json=event("ok-1")).json()["matched"]
+    for _ in range(200):  # every retry loop has a deadline: an hour after the decision
+        worker.drain()
+        clock.advance(seconds=60)
+        got = api.get(f"/api/v1/decisions/{m['decision_id']}").json()
+        if got["delivery"] != "pending":
+            break
+    assert got["delivery"] == "failed"
+    assert "HTTP 500" in got["deliveries"][0]["reason"]
+    attempts = len(listener.received)
+    assert 5 <= attempts <= 80
+    clock.advance(hours=2)
+    worker.drain()
+    assert len(listener.received) == attempts  # given up: never tried again
+
+
+def test_a_worker_abandoned_mid_delivery_does_not_cause_a_second_send(
+    api, gateway, store, settings, clock, worker, tmp_path
+):
+    """Two workers: one claims the batch and is abandoned mid-delivery (it never records the
+    delivery); the other waits out its lease, then delivers the same batch under the same name."""
+    from clearance.channels.outbox import TriggeredOutbox
+
+    api.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
+    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    ms = [api.post("/api/v1/events", json=event(f"ok-{i}")).json()["matched"][0] for i in range(5)]
+    stuck = TriggeredOutbox(store, settings, clock, "worker-stuck")
+    [batch] = stuck.claim()
+    configs = store.get_channels([506])
+    # it even got as far as writing the file, then died before recording the delivery
+    from clearance.channels import BatchName, delivery_for
+
+    name = BatchName.triggered(batch.campaign_key, 506, batch.first_decision, batch.last_decision)
+    delivery_for(configs.get(506), settings, clock).deliver(
+        name, store.triggered_batch_records(batch)
+    )
+    more = api.post("/api/v1/events", json=event("ok-late")).json()["matched"][0]
+    worker.drain()  # the lease holds: only the new decision is delivered
+    assert {s["DecisionID"] for s in sent_lines(tmp_path)} == {
+        *(m["decision_id"] for m in ms),
+        more["decision_id"],
+    }
+    clock.advance(seconds=settings.lease_seconds + 1)
+    worker.drain()  # the lease lapsed: redelivered, replacing the same file
+    lines = sent_lines(tmp_path)
+    assert sorted(s["DecisionID"] for s in lines) == sorted(
+        [*(m["decision_id"] for m in ms), more["decision_id"]]
+    )
+    assert all(
+        api.get(f"/api/v1/decisions/{m['decision_id']}").json()["delivery"] == "delivered"
+        for m in ms
+    )
+    # the abandoned worker coming back cannot record anything
+    assert store.finish_triggered_batch(batch, "worker-stuck", 0, None, None) is None
+
+
+class SlowChannel:
+    """A webhook channel on loopback that holds every request until released."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler
+
+        from tests.conftest import Server
+
+        self.release = threading.Event()
+        self.received: list[bytes] = []
+        channel = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                channel.received.append(self.rfile.read(int(self.headers["content-length"])))
+                channel.release.wait(20)
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slow_channel_does_not_stall_decisions(api, gateway, store, settings, clock):
+    """A webhook that takes its time holds up only its own delivery (in the worker), never the
+    decision log: decisions keep being committed and answered meanwhile."""
+    import threading
+
+    from clearance.scheduled.worker import Worker
+
+    slow = SlowChannel()
+    try:
+        api.put("/api/v1/channels/506", json={"delivery": {"type": "webhook", "url": slow.url}})
+        api.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
+        api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+        api.post("/api/v1/events", json=event("ok-0"))
+        w = Worker(store, settings, clock, worker_id="slow-worker")
+        t = threading.Thread(target=w.run_once, daemon=True)
+        t.start()
+        wait_for("the channel holding a delivery", lambda: slow.received)
+        started = time.monotonic()
+        for i in range(20):
+            [m] = api.post("/api/v1/events", json=event(f"ok-{i + 1}")).json()["matched"]
+            assert m["sent"] is True
+        assert time.monotonic() - started < 5
+        assert len(decisions(api)) == 21  # all committed while the channel still holds one
+        assert len(slow.received) == 1
+        slow.release.set()
+        t.join(10)
+    finally:
+        slow.stop()

@@ -1,7 +1,10 @@
-"""Triggered campaigns in real time: events in, matching campaigns, gate decisions, sends out.
+"""Triggered campaigns in real time: events in, matching campaigns, gate decisions, the outbox.
 
-Every decision is logged (outcome, reason, latency, whether a send was made); a send is handed to
-its channels only after its decision is in the log.
+Every decision is logged (outcome, reason, latency, whether a send was made) and its sends are
+committed with it (the outbox, which the worker delivers); the reply waits for that commit. An
+event with an `event_id` is decided once per campaign: the id is reserved in the database before
+anything is decided, so a repeat (a retry, a concurrent duplicate, another replica, after a
+restart) gets the first decision back, marked `repeat`.
 """
 
 from __future__ import annotations
@@ -9,25 +12,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Any
 
-from clearance.channels import BatchName, ChannelError, delivery_for
 from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
 from clearance.domain import format_wire_time
 from clearance.errors import NotFound, StoreUnavailable
 from clearance.metrics import Metrics
-from clearance.store import DecisionRow, Store
+from clearance.store import DecisionRow, OutboxSend, Store
 from clearance.triggered.breaker import BreakerSettings, CircuitBreaker
-from clearance.triggered.decision_log import DecisionIds, DecisionLog, PendingSend
+from clearance.triggered.decision_log import DecisionIds, DecisionLog
 from clearance.triggered.events import Event
 from clearance.triggered.gate import Gate, GateResult, Outcome
 from clearance.triggered.matching import Match, TriggeredCampaign, TriggerIndex
 
 log = logging.getLogger("clearance.triggered")
 
-DELIVERY_ATTEMPTS = 3
+
+@dataclass(frozen=True)
+class Decided:
+    reply: dict[str, Any]
+    committed: asyncio.Future[bool] | None = None  # None: nothing new to write (a repeat)
+    key: tuple[str, str] | None = None  # (campaign, event id) this decision holds
+
+
+class _Placeholder:
+    def __await__(self) -> Any:  # never awaited: replaced once the event ids are reserved
+        raise AssertionError("unreplaced placeholder")
+        yield
+
+
+def _placeholder() -> Any:
+    return _Placeholder()
 
 
 def _unexpected(exc: Exception, started: float) -> GateResult:
@@ -63,12 +81,13 @@ class RealTime:
         self.log = DecisionLog(
             store,
             metrics,
-            self._deliver,
             settings.decision_batch,
             settings.decision_flush_seconds,
             settings.decision_retry_seconds,
         )
         self.ids = DecisionIds()
+        # (campaign, event id) → the reply of its first decision, while this process decides it
+        self._in_flight: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         self._refreshing: asyncio.Future[None] | None = None
         self._stamp_second = -1
         self._stamp_text = ""
@@ -85,7 +104,11 @@ class RealTime:
         await self.log.close()
         await self.gate.close()
 
-    async def handle(self, events: list[Event]) -> list[dict[str, Any]]:
+    async def handle(
+        self, events: list[Event], idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Decide every matching campaign for each event. `idempotency_key` (a batch's
+        Idempotency-Key) stands for the event id of each event that has none: `key#index`."""
         why = self.log.refusing()
         if why is not None:  # fail closed: no decision we could not log
             raise StoreUnavailable(why)
@@ -104,17 +127,63 @@ class RealTime:
                     f"triggered campaign {event.campaign_key} does not exist", field="campaign_id"
                 )
         gateway = self.index.gateway
-        jobs = []
+        now_ms = to_ms(self.clock.now())
         per_event: list[tuple[Event, list[Match]]] = []
-        for event in events:
+        jobs: list[Awaitable[Decided]] = []
+        keyed: list[tuple[tuple[str, str], str, Match, Event]] = []  # event ids to reserve
+        mine: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        for n, event in enumerate(events):
             matches = self.index.match(
                 event.name, event.params, event.attributes, event.campaign_key
             )
             per_event.append((event, matches))
+            event_id = event.event_id
+            if event_id is None and idempotency_key is not None:
+                event_id = f"{idempotency_key}#{n}"
             for m in matches:
-                if m.error is None:
+                if m.error is not None:
+                    continue
+                if event_id is None:
                     jobs.append(self._decide(gateway, m, event, time.monotonic()))
-        decided = iter(await asyncio.gather(*jobs)) if jobs else iter(())
+                    continue
+                key = (m.campaign.key, event_id)
+                first = self._in_flight.get(key) or mine.get(key)
+                if first is not None:  # a duplicate of an event this process is deciding
+                    jobs.append(self._repeat_of(first))
+                    continue
+                mine[key] = asyncio.get_running_loop().create_future()
+                keyed.append((key, self.ids.next(now_ms), m, event))
+                jobs.append(_placeholder())
+        if keyed:
+            self._in_flight.update(mine)
+            try:
+                held = await asyncio.to_thread(
+                    self.store.reserve_event_ids,
+                    [(key[0], key[1], decision_id) for key, decision_id, _, _ in keyed],
+                    now_ms,
+                    now_ms - int(self.settings.event_id_retention_seconds * 1000),
+                )
+            except BaseException as exc:
+                self._settle(mine, exc)
+                raise
+            placeholders = iter(k for k, job in enumerate(jobs) if isinstance(job, _Placeholder))
+            for key, decision_id, m, event in keyed:
+                k = next(placeholders)
+                if held.get(key) == decision_id:
+                    jobs[k] = self._decide(gateway, m, event, time.monotonic(), decision_id, key[1])
+                else:  # decided before, by this or another process: the first decision
+                    jobs[k] = self._logged_repeat(held[key], m.campaign, key[1])
+        try:
+            decisions = await asyncio.gather(*jobs) if jobs else []
+            self.log.kick()
+            waits = {id(d.committed): d.committed for d in decisions if d.committed is not None}
+            if waits:
+                await self._committed(list(waits.values()))
+        except BaseException as exc:
+            self._settle(mine, exc)
+            raise
+        self._settle(mine, None, decisions)
+        decided = iter(d.reply for d in decisions)
         out = []
         for event, matches in per_event:
             matched, skipped = [], []
@@ -129,14 +198,109 @@ class RealTime:
                 "is_visitor": event.is_visitor,
                 "matched": matched,
             }
+            if event.event_id is not None:
+                result["event_id"] = event.event_id
             if skipped:
                 result["skipped"] = skipped
             out.append(result)
         return out
 
+    async def _committed(self, waits: list[asyncio.Future[bool]]) -> None:
+        """Wait until the decisions (and their sends) are committed: a reply says `sent` only
+        for a committed send. Beyond the wait the outcome is unknown to us, so the reply is a
+        503 (a repeat with the same event_id tells what became of it)."""
+        timeout = self.settings.decision_commit_wait_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                written = await asyncio.gather(*(asyncio.shield(w) for w in waits))
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the decisions were not committed within {timeout:g} s (database unavailable); "
+                "they may still be logged and sent: repeat with the same event_id to learn what "
+                "became of them"
+            ) from None
+        if not all(written):
+            raise StoreUnavailable(
+                "the decision log could not be written; these decisions were dropped and "
+                "nothing was sent"
+            )
+
+    def _settle(
+        self,
+        mine: dict[tuple[str, str], asyncio.Future[dict[str, Any]]],
+        failure: BaseException | None,
+        decisions: list[Decided] | None = None,
+    ) -> None:
+        """Tell in-process duplicates what the first decision of their event id was."""
+        replies = {d.key: d.reply for d in decisions or () if d.key is not None}
+        for key, future in mine.items():
+            if self._in_flight.get(key) is future:
+                del self._in_flight[key]
+            if future.done():
+                continue
+            if key in replies:
+                future.set_result(replies[key])
+                continue
+            if not isinstance(failure, Exception):
+                failure = StoreUnavailable("the first event with this event_id was not decided")
+            future.set_exception(failure)
+            future.exception()  # retrieved: no waiter is a fine outcome too
+
+    async def _repeat_of(self, first: asyncio.Future[dict[str, Any]]) -> Decided:
+        reply = await asyncio.shield(first)
+        return Decided({**reply, "repeat": True})
+
+    async def _logged_repeat(
+        self, decision_id: str, campaign: TriggeredCampaign, event_id: str
+    ) -> Decided:
+        """The first decision for this event id, decided earlier or elsewhere (another replica,
+        before a restart): read it from the log, waiting a little for one still being written."""
+        deadline = time.monotonic() + self.settings.decision_commit_wait_seconds
+        delay = 0.01
+        while True:
+            row = await asyncio.to_thread(self.store.get_decision, decision_id)
+            if row is not None or time.monotonic() + delay > deadline:
+                break
+            await asyncio.sleep(delay)
+            delay = min(0.2, delay * 2)
+        if row is None:
+            return Decided(
+                {
+                    "campaign_id": campaign.body["id"],
+                    "decision_id": decision_id,
+                    "outcome": "in_progress",
+                    "reason": "an event with this event_id is being decided (or its decision "
+                    "was lost before it was logged); it is not decided again",
+                    "sent": None,
+                    "shadow": campaign.shadow,
+                    "latency_ms": 0.0,
+                    "event_id": event_id,
+                    "repeat": True,
+                }
+            )
+        return Decided(
+            {
+                "campaign_id": campaign.body["id"],
+                "decision_id": row.decision_id,
+                "outcome": row.outcome,
+                "reason": row.reason,
+                "sent": row.sent,
+                "shadow": row.shadow,
+                "latency_ms": row.latency_ms,
+                "event_id": event_id,
+                "repeat": True,
+            }
+        )
+
     async def _decide(
-        self, gateway: Any, match: Match, event: Event, started: float
-    ) -> dict[str, Any]:
+        self,
+        gateway: Any,
+        match: Match,
+        event: Event,
+        started: float,
+        decision_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Decided:
         campaign = match.campaign
         try:
             if campaign.conditional:
@@ -155,7 +319,8 @@ class RealTime:
             reason = f"shadow mode: sent regardless ({reason})"
         now = self.clock.now()
         at_ms = to_ms(now)
-        decision_id = self.ids.next(at_ms)
+        if decision_id is None:
+            decision_id = self.ids.next(at_ms)
         sends = None
         if sent:
             try:
@@ -164,7 +329,7 @@ class RealTime:
                 log.exception("the sends of campaign %s cannot be made", campaign.key)
                 result, sent = _unexpected(exc, started), False
                 reason = result.reason
-        self.log.append(
+        committed = self.log.append(
             DecisionRow(
                 decision_id,
                 at_ms,
@@ -176,6 +341,7 @@ class RealTime:
                 round(result.latency_ms, 3),
                 sent,
                 campaign.shadow,
+                event_id,
             ),
             sends,
         )
@@ -184,7 +350,7 @@ class RealTime:
             campaign.key,
             result.latency_ms / 1000 if campaign.conditional else None,
         )
-        return {
+        reply = {
             "campaign_id": campaign.body["id"],
             "decision_id": decision_id,
             "outcome": result.outcome.value,
@@ -193,27 +359,42 @@ class RealTime:
             "shadow": campaign.shadow,
             "latency_ms": round(result.latency_ms, 3),
         }
+        if event_id is None:
+            return Decided(reply, committed)
+        reply["event_id"] = event_id
+        reply["repeat"] = False
+        return Decided(reply, committed, (campaign.key, event_id))
 
     def _sends(
         self, campaign: TriggeredCampaign, event: Event, decision_id: str, at_ms: int
-    ) -> list[PendingSend]:
+    ) -> list[OutboxSend]:
+        """The decision's sends, one per channel, as the channel will get them."""
         action = campaign.body["action"]
         promo = (action.get("promo_codes") or [None])[0]
         stamp = self._stamp(at_ms)
-        return [
-            PendingSend(
-                decision_id,
-                campaign.key,
-                campaign.body["id"],
-                int(ch["id"]),
-                (ch.get("templates") or [{}])[0].get("id"),
-                promo,
-                event.user_id,
-                event.is_visitor,
-                stamp,
+        user_field = "VisitorID" if event.is_visitor else "CustomerID"
+        sends = []
+        for ch in action["channels"]:
+            channel_id = int(ch["id"])
+            sends.append(
+                OutboxSend(
+                    decision_id,
+                    channel_id,
+                    campaign.key,
+                    {
+                        "SendID": f"{decision_id}-{channel_id}",
+                        "DecisionID": decision_id,
+                        "CampaignID": campaign.body["id"],
+                        "ChannelID": channel_id,
+                        user_field: event.user_id,
+                        "TemplateID": (ch.get("templates") or [{}])[0].get("id"),
+                        "PromoCode": promo,
+                        "ScheduledTime": stamp,
+                    },
+                    at_ms,
+                )
             )
-            for ch in action["channels"]
-        ]
+        return sends
 
     def _stamp(self, at_ms: int) -> str:
         """The wire timestamp for a send, formatted once per second rather than per send."""
@@ -222,40 +403,3 @@ class RealTime:
             self._stamp_second = second
             self._stamp_text = format_wire_time(from_ms(second * 1000), self.settings.tz)
         return self._stamp_text
-
-    def _deliver(self, sends: list[PendingSend]) -> None:
-        """Hand logged sends to their channels, a batch per campaign and channel (in a thread)."""
-        groups: dict[tuple[str, int], list[PendingSend]] = defaultdict(list)
-        for s in sends:
-            groups[(s.campaign_key, s.channel_id)].append(s)
-        configs = self.store.get_channels(sorted({ch for _, ch in groups}))
-        for (key, channel_id), items in groups.items():
-            name = BatchName.triggered(key, channel_id, items[0].decision_id, items[-1].decision_id)
-            records = [
-                {
-                    "SendID": f"{s.decision_id}-{s.channel_id}",
-                    "DecisionID": s.decision_id,
-                    "CampaignID": s.campaign_id,
-                    "ChannelID": s.channel_id,
-                    "VisitorID" if s.is_visitor else "CustomerID": s.user_id,
-                    "TemplateID": s.template_id,
-                    "PromoCode": s.promo_code,
-                    "ScheduledTime": s.at,
-                }
-                for s in items
-            ]
-            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
-                try:
-                    delivery_for(configs.get(channel_id), self.settings, self.clock).deliver(
-                        name, records
-                    )
-                    self.metrics.sends.labels(str(channel_id), "triggered").inc(len(records))
-                    break
-                except ChannelError as exc:
-                    log.error(
-                        "triggered sends %s on channel %s, attempt %s failed: %s",
-                        name.message_id,
-                        channel_id,
-                        attempt,
-                        exc,
-                    )
