@@ -30,6 +30,13 @@ def decisions(api, **params):
     return api.get("/api/v1/decisions", params=params).json()["decisions"]
 
 
+@pytest.fixture
+def gated_api(api, gateway):
+    assert api.post("/api/v1/triggered-campaigns", json=CAMPAIGN).status_code == 201
+    api.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    return api
+
+
 def break_the_gateway(api, store, gateway):
     store.put_gateway(GatewayConfig(gateway.url, 2000, BROKEN_SECRET, {}), 0)
     api.app_state.runtime.realtime.index.invalidate()
@@ -154,22 +161,21 @@ def test_a_send_is_committed_with_its_decision_and_delivered_once(
     r = api.post("/api/v1/events", json=[event("ok-1"), event("no-1"), event("ok-2")]).json()
     ids = [res["matched"][0]["decision_id"] for res in r["results"]]
     # in the store the moment the reply is out: the decision and one send per channel
-    assert outbox_rows(store) == [
-        (ids[0], 506, "pending"),
-        (ids[0], 507, "pending"),
-        (ids[2], 506, "pending"),
-        (ids[2], 507, "pending"),
-    ]
+    assert sorted(outbox_rows(store)) == sorted(
+        [
+            (ids[0], 506, "pending"),
+            (ids[0], 507, "pending"),
+            (ids[2], 506, "pending"),
+            (ids[2], 507, "pending"),
+        ]
+    )
     assert files(tmp_path) == []  # nothing delivered from memory: the worker delivers
     worker.drain()
     worker.drain()
     lines = sent_lines(tmp_path)
-    assert sorted((s["DecisionID"], s["ChannelID"]) for s in lines) == [
-        (ids[0], 506),
-        (ids[0], 507),
-        (ids[2], 506),
-        (ids[2], 507),
-    ]
+    assert sorted((s["DecisionID"], s["ChannelID"]) for s in lines) == sorted(
+        [(ids[0], 506), (ids[0], 507), (ids[2], 506), (ids[2], 507)]
+    )
     one = api.get(f"/api/v1/decisions/{ids[0]}").json()
     assert one["delivery"] == "delivered"
     assert [(d["channel_id"], d["state"], d["attempts"]) for d in one["deliveries"]] == [
@@ -330,3 +336,200 @@ def test_a_slow_channel_does_not_stall_decisions(api, gateway, store, settings, 
         t.join(10)
     finally:
         slow.stop()
+
+
+# --- item 2: event ids --------------------------------------------------------------------------
+def gateway_calls_for(gateway, user):
+    return sum(1 for c in gateway.calls if c["body"]["user"]["user_id"] == user)
+
+
+def test_a_repeated_event_id_gets_the_first_decision(gated_api, gateway, store, worker, tmp_path):
+    api = gated_api
+    first = api.post("/api/v1/events", json=event("ok-1", event_id="ev-1")).json()
+    [m] = first["matched"]
+    assert (m["outcome"], m["sent"], m["repeat"], m["event_id"]) == ("allowed", True, False, "ev-1")
+    again = api.post("/api/v1/events", json=event("ok-1", event_id="ev-1")).json()
+    [r] = again["matched"]
+    assert r["repeat"] is True
+    assert {k: r[k] for k in ("decision_id", "outcome", "sent")} == {
+        k: m[k] for k in ("decision_id", "outcome", "sent")
+    }
+    assert gateway_calls_for(gateway, "ok-1") == 1
+    worker.drain()
+    assert len(decisions(api)) == 1 and len(sent_lines(tmp_path)) == 1
+    assert decisions(api)[0]["event_id"] == "ev-1"
+    assert decisions(api)[0]["delivery"] == "delivered"
+    # another event id, or another campaign, is another event
+    [m2] = api.post("/api/v1/events", json=event("ok-1", event_id="ev-2")).json()["matched"]
+    assert m2["repeat"] is False and m2["decision_id"] != m["decision_id"]
+    both = api.post("/api/v1/events", json=[event("ok-3", event_id="d")] * 2).json()["results"]
+    [a], [b] = both[0]["matched"], both[1]["matched"]
+    assert (a["repeat"], b["repeat"]) == (False, True) and a["decision_id"] == b["decision_id"]
+
+
+def test_event_ids_are_remembered_for_the_retention_window(gated_api, gateway, clock, worker):
+    api = gated_api
+    [m] = api.post("/api/v1/events", json=event("ok-1", event_id="ev-r")).json()["matched"]
+    clock.advance(days=6)
+    worker.drain()
+    [r] = api.post("/api/v1/events", json=event("ok-1", event_id="ev-r")).json()["matched"]
+    assert r["repeat"] is True and r["decision_id"] == m["decision_id"]
+    clock.advance(days=1, seconds=1)  # past the default 7 days: a new event
+    worker.drain()
+    [n] = api.post("/api/v1/events", json=event("ok-1", event_id="ev-r")).json()["matched"]
+    assert n["repeat"] is False and n["decision_id"] != m["decision_id"]
+
+
+def test_concurrent_duplicates_on_two_replicas_are_decided_once(
+    gated_api, gateway, engine, admin_key, worker, tmp_path
+):
+    """The same event ids, fired at once at two API servers over one database: each is decided
+    and sent once; every reply carries the first decision."""
+    import httpx
+
+    from tests.conftest import serve_api
+
+    other = serve_api(engine)
+    try:
+        second = httpx.Client(base_url=other.url, headers={"X-API-KEY": admin_key}, timeout=10)
+        clients = [gated_api, second]
+        from concurrent.futures import ThreadPoolExecutor
+
+        # slow- answers after 300 ms: the duplicates arrive while the first is being decided
+        events = [event(f"slow-{k}", event_id=f"ev-{k}") for k in range(5)]
+        with ThreadPoolExecutor(40) as pool:
+            futures = [
+                pool.submit(clients[n % 2].post, "/api/v1/events", json=events[n % 5])
+                for n in range(40)
+            ]
+            replies = [f.result() for f in futures]
+        assert {r.status_code for r in replies} == {200}, [
+            r.text for r in replies if r.status_code != 200
+        ][:2]
+        by_event: dict[str, set[str]] = {}
+        firsts = 0
+        for r in replies:
+            [m] = r.json()["matched"]
+            assert m["outcome"] == "allowed" and m["sent"] is True, m
+            by_event.setdefault(m["event_id"], set()).add(m["decision_id"])
+            firsts += not m["repeat"]
+        assert firsts == 5 and all(len(ids) == 1 for ids in by_event.values())
+        assert all(gateway_calls_for(gateway, f"slow-{k}") == 1 for k in range(5))
+        worker.drain()
+        assert len(decisions(gated_api)) == 5
+        assert sorted(s["CustomerID"] for s in sent_lines(tmp_path)) == [
+            f"slow-{k}" for k in range(5)
+        ]
+        clients[1].close()
+    finally:
+        other.stop()
+
+
+def test_a_repeat_after_a_restart_gets_the_first_decision(
+    engine, admin_key, gateway, worker, tmp_path
+):
+    import httpx
+
+    from tests.conftest import serve_api
+
+    def up():
+        server = serve_api(engine)
+        return server, httpx.Client(
+            base_url=server.url, headers={"X-API-KEY": admin_key}, timeout=10
+        )
+
+    server, c = up()
+    c.post("/api/v1/triggered-campaigns", json=CAMPAIGN)
+    c.put("/triggered_conditional_execution_gateway", json={"url": gateway.url})
+    [m] = c.post("/api/v1/events", json=event("ok-1", event_id="ev-x")).json()["matched"]
+    c.close()
+    server.stop()
+    server, c = up()
+    try:
+        [r] = c.post("/api/v1/events", json=event("ok-1", event_id="ev-x")).json()["matched"]
+        assert r["repeat"] is True and r["decision_id"] == m["decision_id"]
+        assert gateway_calls_for(gateway, "ok-1") == 1
+        worker.drain()
+        assert len(sent_lines(tmp_path)) == 1
+    finally:
+        c.close()
+        server.stop()
+
+
+def test_an_idempotency_key_makes_a_repeated_batch_a_repeat(gated_api, gateway, worker, tmp_path):
+    api = gated_api
+    batch = [event("ok-1"), event("no-1"), event("ok-2", event_id="own")]
+    headers = {"Idempotency-Key": "batch-42"}
+    first = api.post("/api/v1/events", json=batch, headers=headers).json()["results"]
+    again = api.post("/api/v1/events", json=batch, headers=headers).json()["results"]
+    for a, b in zip(first, again, strict=True):
+        [ma], [mb] = a["matched"], b["matched"]
+        assert (ma["repeat"], mb["repeat"]) == (False, True)
+        assert ma["decision_id"] == mb["decision_id"] and ma["sent"] == mb["sent"]
+    assert [r["matched"][0]["event_id"] for r in first] == ["batch-42#0", "batch-42#1", "own"]
+    worker.drain()
+    assert len(decisions(api)) == 3 and len(sent_lines(tmp_path)) == 2
+    bad = api.post("/api/v1/events", json=batch, headers={"Idempotency-Key": "x" * 201})
+    assert bad.status_code == 400
+
+
+# --- item 5: paging in commit order -------------------------------------------------------------
+def late_row(n: int, at: int = 1):
+    from clearance.store import DecisionRow
+
+    # an id (and time) before every decision already handed out: decided during an outage, or on
+    # another replica, and committed only now
+    return DecisionRow(
+        f"{at:013d}{n:010d}late00", at, "T-1", f"late-{n}", False, "denied", None, 1.0, False, False
+    )
+
+
+def test_a_decision_committed_late_is_not_skipped_by_a_cursor(gated_api, store):
+    api = gated_api
+    for user in ("ok-1", "no-1"):
+        api.post("/api/v1/events", json=event(user))
+    page = api.get("/api/v1/decisions", params={"limit": 2}).json()
+    assert len(page["decisions"]) == 2 and page["next_after"]
+    store.write_decisions([late_row(1)])
+    api.post("/api/v1/events", json=event("ok-2"))
+    nxt = api.get("/api/v1/decisions", params={"after": page["next_after"]}).json()
+    assert [d["user_id"] for d in nxt["decisions"]] == ["late-1", "ok-2"]
+    # a decision id as `after` (a cursor as they were before) still works
+    first_id = page["decisions"][0]["decision_id"]
+    assert [d["user_id"] for d in decisions(api, after=first_id)] == ["no-1", "late-1", "ok-2"]
+    assert api.get("/api/v1/decisions", params={"after": "p.x"}).status_code == 400
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_concurrent_writers_never_commit_behind_a_cursor(gated_api, store, postgres_url):
+    """PostgreSQL: a replica's writer that is inside its transaction (it has written an early
+    decision and not yet committed) while another replica commits: no reader may be handed a
+    cursor past the first one's row before it is visible."""
+    import threading
+
+    import psycopg
+
+    api = gated_api
+    stalled = psycopg.connect(postgres_url)
+    stalled.execute("SELECT pg_advisory_xact_lock(7265121)")  # as every decision write does
+    r = late_row(1)
+    stalled.execute(
+        "INSERT INTO decisions (decision_id, at, campaign_key, user_id, is_visitor, outcome, "
+        "reason, latency_ms, sent, shadow) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (r.decision_id, r.at, r.campaign_key, r.user_id, False, "denied", None, 1.0, False, False),
+    )
+    other = threading.Thread(target=store.write_decisions, args=([late_row(2, at=2)],))
+    other.start()
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page = api.get("/api/v1/decisions", params={"after": cursor} if cursor else {}).json()
+        seen += [d["user_id"] for d in page["decisions"]]
+        cursor = page["cursor"]
+        time.sleep(0.02)
+    stalled.commit()
+    stalled.close()
+    other.join(10)
+    page = api.get("/api/v1/decisions", params={"after": cursor} if cursor else {}).json()
+    seen += [d["user_id"] for d in page["decisions"]]
+    assert sorted(seen) == ["late-1", "late-2"], seen

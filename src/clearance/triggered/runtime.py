@@ -48,6 +48,10 @@ def _placeholder() -> Any:
     return _Placeholder()
 
 
+async def _nothing() -> Decided:
+    return Decided({})
+
+
 def _unexpected(exc: Exception, started: float) -> GateResult:
     return GateResult(
         Outcome.ERROR,
@@ -132,6 +136,7 @@ class RealTime:
         jobs: list[Awaitable[Decided]] = []
         keyed: list[tuple[tuple[str, str], str, Match, Event]] = []  # event ids to reserve
         mine: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        same_request: list[tuple[int, tuple[str, str]]] = []
         for n, event in enumerate(events):
             matches = self.index.match(
                 event.name, event.params, event.attributes, event.campaign_key
@@ -147,7 +152,11 @@ class RealTime:
                     jobs.append(self._decide(gateway, m, event, time.monotonic()))
                     continue
                 key = (m.campaign.key, event_id)
-                first = self._in_flight.get(key) or mine.get(key)
+                if key in mine:  # the same event twice in one request
+                    same_request.append((len(jobs), key))
+                    jobs.append(_nothing())
+                    continue
+                first = self._in_flight.get(key)
                 if first is not None:  # a duplicate of an event this process is deciding
                     jobs.append(self._repeat_of(first))
                     continue
@@ -172,7 +181,7 @@ class RealTime:
                 if held.get(key) == decision_id:
                     jobs[k] = self._decide(gateway, m, event, time.monotonic(), decision_id, key[1])
                 else:  # decided before, by this or another process: the first decision
-                    jobs[k] = self._logged_repeat(held[key], m.campaign, key[1])
+                    jobs[k] = self._logged_repeat(held[key], m.campaign, key)
         try:
             decisions = await asyncio.gather(*jobs) if jobs else []
             self.log.kick()
@@ -183,6 +192,10 @@ class RealTime:
             self._settle(mine, exc)
             raise
         self._settle(mine, None, decisions)
+        if same_request:
+            replies = {d.key: d.reply for d in decisions if d.key is not None}
+            for k, key in same_request:
+                decisions[k] = Decided({**replies[key], "repeat": True})
         decided = iter(d.reply for d in decisions)
         out = []
         for event, matches in per_event:
@@ -251,10 +264,11 @@ class RealTime:
         return Decided({**reply, "repeat": True})
 
     async def _logged_repeat(
-        self, decision_id: str, campaign: TriggeredCampaign, event_id: str
+        self, decision_id: str, campaign: TriggeredCampaign, key: tuple[str, str]
     ) -> Decided:
         """The first decision for this event id, decided earlier or elsewhere (another replica,
         before a restart): read it from the log, waiting a little for one still being written."""
+        event_id = key[1]
         deadline = time.monotonic() + self.settings.decision_commit_wait_seconds
         delay = 0.01
         while True:
@@ -276,7 +290,8 @@ class RealTime:
                     "latency_ms": 0.0,
                     "event_id": event_id,
                     "repeat": True,
-                }
+                },
+                key=key,
             )
         return Decided(
             {
@@ -289,7 +304,8 @@ class RealTime:
                 "latency_ms": row.latency_ms,
                 "event_id": event_id,
                 "repeat": True,
-            }
+            },
+            key=key,
         )
 
     async def _decide(
