@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 from clearance.clock import Clock, from_ms, to_ms
@@ -27,29 +26,17 @@ from clearance.triggered.decision_log import DecisionIds, DecisionLog
 from clearance.triggered.events import Event
 from clearance.triggered.gate import Gate, GateResult, Outcome
 from clearance.triggered.matching import Match, TriggeredCampaign, TriggerIndex
+from clearance.triggered.repeats import (
+    Decided,
+    Placeholder,
+    logged_repeat,
+    nothing,
+    placeholder,
+    repeat_of,
+    settle,
+)
 
 log = logging.getLogger("clearance.triggered")
-
-
-@dataclass(frozen=True)
-class Decided:
-    reply: dict[str, Any]
-    committed: asyncio.Future[bool] | None = None  # None: nothing new to write (a repeat)
-    key: tuple[str, str] | None = None  # (campaign, event id) this decision holds
-
-
-class _Placeholder:
-    def __await__(self) -> Any:  # never awaited: replaced once the event ids are reserved
-        raise AssertionError("unreplaced placeholder")
-        yield
-
-
-def _placeholder() -> Any:
-    return _Placeholder()
-
-
-async def _nothing() -> Decided:
-    return Decided({})
 
 
 def _unexpected(exc: Exception, started: float) -> GateResult:
@@ -154,15 +141,15 @@ class RealTime:
                 key = (m.campaign.key, event_id)
                 if key in mine:  # the same event twice in one request
                     same_request.append((len(jobs), key))
-                    jobs.append(_nothing())
+                    jobs.append(nothing())
                     continue
                 first = self._in_flight.get(key)
                 if first is not None:  # a duplicate of an event this process is deciding
-                    jobs.append(self._repeat_of(first))
+                    jobs.append(repeat_of(first))
                     continue
                 mine[key] = asyncio.get_running_loop().create_future()
                 keyed.append((key, self.ids.next(now_ms), m, event))
-                jobs.append(_placeholder())
+                jobs.append(placeholder())
         if keyed:
             self._in_flight.update(mine)
             try:
@@ -173,15 +160,21 @@ class RealTime:
                     now_ms - int(self.settings.event_id_retention_seconds * 1000),
                 )
             except BaseException as exc:
-                self._settle(mine, exc)
+                settle(self._in_flight, mine, exc)
                 raise
-            placeholders = iter(k for k, job in enumerate(jobs) if isinstance(job, _Placeholder))
+            placeholders = iter(k for k, job in enumerate(jobs) if isinstance(job, Placeholder))
             for key, decision_id, m, event in keyed:
                 k = next(placeholders)
                 if held.get(key) == decision_id:
                     jobs[k] = self._decide(gateway, m, event, time.monotonic(), decision_id, key[1])
                 else:  # decided before, by this or another process: the first decision
-                    jobs[k] = self._logged_repeat(held[key], m.campaign, key)
+                    jobs[k] = logged_repeat(
+                        self.store,
+                        self.settings.decision_commit_wait_seconds,
+                        held[key],
+                        m.campaign,
+                        key,
+                    )
         try:
             decisions = await asyncio.gather(*jobs) if jobs else []
             self.log.kick()
@@ -189,9 +182,9 @@ class RealTime:
             if waits:
                 await self._committed(list(waits.values()))
         except BaseException as exc:
-            self._settle(mine, exc)
+            settle(self._in_flight, mine, exc)
             raise
-        self._settle(mine, None, decisions)
+        settle(self._in_flight, mine, None, decisions)
         if same_request:
             replies = {d.key: d.reply for d in decisions if d.key is not None}
             for k, key in same_request:
@@ -237,76 +230,6 @@ class RealTime:
                 "the decision log could not be written; these decisions were dropped and "
                 "nothing was sent"
             )
-
-    def _settle(
-        self,
-        mine: dict[tuple[str, str], asyncio.Future[dict[str, Any]]],
-        failure: BaseException | None,
-        decisions: list[Decided] | None = None,
-    ) -> None:
-        """Tell in-process duplicates what the first decision of their event id was."""
-        replies = {d.key: d.reply for d in decisions or () if d.key is not None}
-        for key, future in mine.items():
-            if self._in_flight.get(key) is future:
-                del self._in_flight[key]
-            if future.done():
-                continue
-            if key in replies:
-                future.set_result(replies[key])
-                continue
-            if not isinstance(failure, Exception):
-                failure = StoreUnavailable("the first event with this event_id was not decided")
-            future.set_exception(failure)
-            future.exception()  # retrieved: no waiter is a fine outcome too
-
-    async def _repeat_of(self, first: asyncio.Future[dict[str, Any]]) -> Decided:
-        reply = await asyncio.shield(first)
-        return Decided({**reply, "repeat": True})
-
-    async def _logged_repeat(
-        self, decision_id: str, campaign: TriggeredCampaign, key: tuple[str, str]
-    ) -> Decided:
-        """The first decision for this event id, decided earlier or elsewhere (another replica,
-        before a restart): read it from the log, waiting a little for one still being written."""
-        event_id = key[1]
-        deadline = time.monotonic() + self.settings.decision_commit_wait_seconds
-        delay = 0.01
-        while True:
-            row = await asyncio.to_thread(self.store.get_decision, decision_id)
-            if row is not None or time.monotonic() + delay > deadline:
-                break
-            await asyncio.sleep(delay)
-            delay = min(0.2, delay * 2)
-        if row is None:
-            return Decided(
-                {
-                    "campaign_id": campaign.body["id"],
-                    "decision_id": decision_id,
-                    "outcome": "in_progress",
-                    "reason": "an event with this event_id is being decided (or its decision "
-                    "was lost before it was logged); it is not decided again",
-                    "sent": None,
-                    "shadow": campaign.shadow,
-                    "latency_ms": 0.0,
-                    "event_id": event_id,
-                    "repeat": True,
-                },
-                key=key,
-            )
-        return Decided(
-            {
-                "campaign_id": campaign.body["id"],
-                "decision_id": row.decision_id,
-                "outcome": row.outcome,
-                "reason": row.reason,
-                "sent": row.sent,
-                "shadow": row.shadow,
-                "latency_ms": row.latency_ms,
-                "event_id": event_id,
-                "repeat": True,
-            },
-            key=key,
-        )
 
     async def _decide(
         self,
