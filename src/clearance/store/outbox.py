@@ -227,14 +227,15 @@ class OutboxStore:
 
     # --- event ids ------------------------------------------------------------------------------
     def reserve_event_ids(
-        self, wanted: Sequence[tuple[str, str, str]], now_ms: int, retained_from_ms: int
+        self, wanted: Sequence[tuple[str, str, str, int, int]]
     ) -> dict[tuple[str, str], str]:
-        """Reserve (campaign, event id) for a decision id, once: for each, the decision id that
-        holds it, ours if the reservation is new (or the one held was older than the retention
-        window). Concurrent reservations of one pair, from any process, get one winner."""
+        """Reserve (campaign, event id, decision id, now, retained from) once, in one transaction:
+        for each pair, the decision id that holds it, ours if the reservation is new (or the one
+        held is older than `retained from`). Concurrent reservations of one pair, from any
+        process, get one winner."""
         held: dict[tuple[str, str], str] = {}
         with self.db.transaction() as tx:
-            for key, event_id, decision_id in wanted:
+            for key, event_id, decision_id, now_ms, retained_from_ms in wanted:
                 row = tx.fetchone(
                     "INSERT INTO event_ids (campaign_key, event_id, decision_id, at) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT (campaign_key, event_id) DO UPDATE SET "

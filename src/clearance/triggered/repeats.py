@@ -13,6 +13,54 @@ from clearance.store import Store
 from clearance.triggered.matching import TriggeredCampaign
 
 
+class Reservations:
+    """Event-id reservations, group-committed: the requests that want a reservation while one
+    is being written go together in the next transaction (one commit, not one per request)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._waiting: list[tuple[list[tuple[str, str, str, int, int]], _Held]] = []
+        self._writing = False
+        self._writer: asyncio.Future[None] | None = None
+
+    async def reserve(
+        self, wanted: list[tuple[str, str, str]], now_ms: int, retained_from_ms: int
+    ) -> dict[tuple[str, str], str]:
+        held: _Held = asyncio.get_running_loop().create_future()
+        self._waiting.append(([(*w, now_ms, retained_from_ms) for w in wanted], held))
+        if not self._writing:
+            self._writing = True
+            self._writer = asyncio.ensure_future(self._write())
+        return await asyncio.shield(held)
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    got = await asyncio.to_thread(
+                        self.store.reserve_event_ids, [w for ws, _ in group for w in ws]
+                    )
+                except BaseException as exc:
+                    for _, held in group:
+                        if not held.done():
+                            held.set_exception(
+                                exc if isinstance(exc, Exception) else StoreUnavailable(str(exc))
+                            )
+                            held.exception()  # retrieved: a waiter may be gone
+                    if not isinstance(exc, Exception):
+                        raise
+                else:
+                    for _, held in group:
+                        if not held.done():
+                            held.set_result(got)
+        finally:
+            self._writing = False
+
+
+_Held = asyncio.Future[dict[tuple[str, str], str]]
+
+
 @dataclass(frozen=True)
 class Decided:
     reply: dict[str, Any]

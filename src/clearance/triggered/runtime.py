@@ -29,6 +29,7 @@ from clearance.triggered.matching import Match, TriggeredCampaign, TriggerIndex
 from clearance.triggered.repeats import (
     Decided,
     Placeholder,
+    Reservations,
     logged_repeat,
     nothing,
     placeholder,
@@ -79,6 +80,7 @@ class RealTime:
         self.ids = DecisionIds()
         # (campaign, event id) → the reply of its first decision, while this process decides it
         self._in_flight: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self.reservations = Reservations(store)
         self._refreshing: asyncio.Future[None] | None = None
         self._stamp_second = -1
         self._stamp_text = ""
@@ -153,8 +155,7 @@ class RealTime:
         if keyed:
             self._in_flight.update(mine)
             try:
-                held = await asyncio.to_thread(
-                    self.store.reserve_event_ids,
+                held = await self.reservations.reserve(
                     [(key[0], key[1], decision_id) for key, decision_id, _, _ in keyed],
                     now_ms,
                     now_ms - int(self.settings.event_id_retention_seconds * 1000),
