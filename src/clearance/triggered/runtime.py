@@ -162,6 +162,9 @@ class RealTime:
                 )
             except BaseException as exc:
                 settle(self._in_flight, mine, exc)
+                for job in jobs:  # nothing is decided: drop the decisions not yet started
+                    if asyncio.iscoroutine(job):
+                        job.close()
                 raise
             placeholders = iter(k for k, job in enumerate(jobs) if isinstance(job, Placeholder))
             for key, decision_id, m, event in keyed:
