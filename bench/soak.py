@@ -13,8 +13,10 @@ Printed per interval: requests, errors, error rate, p50/p99 latency, server RSS.
 if any fails): no error replies; RSS shows no growth trend (the last interval's RSS is within
 --rss-growth-mib or --rss-growth-ratio, whichever is larger, of the second interval's); approval
 entries acknowledged == approval rows stored; decisions acknowledged == decisions logged (while
-running, and after a clean shutdown); the server logged no warnings or errors (each line read
-as JSON by bench/serverlog.py; a line that is not JSON, such as a traceback, counts as an error).
+running, and after a clean shutdown); every acknowledged decision is an allow (the soak gateway
+allows everyone) and allows acknowledged == allows logged == sends committed == sends delivered;
+the server logged no warnings or errors (each line read as JSON by bench/serverlog.py; a line
+that is not JSON, such as a traceback, counts as an error).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Tally:
     approvals_acked: int = 0  # entries applied, per 200 replies
     approvals_unsure: int = 0  # entries in calls that failed (may or may not have landed)
     decisions_acked: int = 0
+    allowed_acked: int = 0  # decisions the gateway allowed and whose send was committed
     errors: list[str] = field(default_factory=list)
 
 
@@ -133,6 +136,9 @@ class Soak:
             self.tally.approvals_acked += body["Applied"]
         elif kind == "event":
             self.tally.decisions_acked += len(body["matched"])
+            self.tally.allowed_acked += sum(
+                1 for m in body["matched"] if m["outcome"] == "allowed" and m["sent"] is True
+            )
 
     async def run(self) -> None:
         args = self.args
@@ -320,6 +326,30 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         if logged != t.decisions_acked:
             failures.append(f"decisions acknowledged {t.decisions_acked} but {logged} logged")
+        # Decisions of any outcome would count a gateway failing every call: the soak gateway
+        # allows everyone, so every decision must be an allow, logged as sent, with its send
+        # committed in the outbox and delivered by the worker.
+        if t.allowed_acked == 0 or t.allowed_acked != t.decisions_acked:
+            failures.append(
+                f"only {t.allowed_acked} of {t.decisions_acked} acknowledged decisions were allows"
+            )
+        allowed_logged = count(
+            database_url, "SELECT COUNT(*) FROM decisions WHERE outcome = 'allowed' AND sent"
+        )
+        if allowed_logged != t.allowed_acked:
+            failures.append(f"allows acknowledged {t.allowed_acked} but {allowed_logged} logged")
+        outbox = count(database_url, "SELECT COUNT(*) FROM triggered_sends")
+        if outbox != t.allowed_acked:
+            failures.append(f"allows acknowledged {t.allowed_acked} but {outbox} sends committed")
+        deadline = time.monotonic() + 30
+        while (
+            delivered := count(
+                database_url, "SELECT COUNT(*) FROM triggered_sends WHERE state = 'delivered'"
+            )
+        ) < outbox and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if delivered != outbox:
+            failures.append(f"{outbox} triggered sends committed but {delivered} delivered")
         served.stop()
         logged_after = count(database_url, "SELECT COUNT(*) FROM decisions")
         if logged_after != t.decisions_acked:
@@ -339,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
             f"p50 {pct(lat, 50):.1f} ms p99 {pct(lat, 99):.1f} ms; RSS second/last interval "
             f"{second / MIB:.1f}/{last / MIB:.1f} MiB (bound +{bound / MIB:.1f}); approvals "
             f"acked {t.approvals_acked} stored {stored}; decisions acked {t.decisions_acked} "
-            f"logged {logged} (after shutdown {logged_after})"
+            f"logged {logged} (after shutdown {logged_after}); allows acked {t.allowed_acked}, "
+            f"sends committed {outbox}, delivered {delivered}"
         )
         for kind in ("event", "approval", "page"):
             lk = [x for b in soak.intervals for x in b.by_kind.get(kind, [])]

@@ -45,6 +45,13 @@ class Settings:
     # how long the decision log keeps retrying a batch while the database is away (then drops it,
     # counted in clearance_decisions_lost_total)
     decision_retry_seconds: float = 300.0
+    # how long an events reply waits for its decisions (and their sends) to be committed before it
+    # answers 503 (the decisions may still be logged and sent; repeat with the same event_id)
+    decision_commit_wait_seconds: float = 5.0
+    # how long an event_id is remembered per campaign: a repeat within it gets the first decision
+    event_id_retention_seconds: int = 7 * 24 * 3600
+    # how long the worker keeps retrying a triggered send's delivery (then it is `failed`)
+    triggered_send_ttl_seconds: int = 3600
     token_idle_seconds: int = 20 * 60
     # how long a checked API key is trusted without a database read (revocation delay)
     key_cache_seconds: float = 10.0

@@ -27,7 +27,7 @@ from tests.conftest import FakeGateway
 
 pytestmark = pytest.mark.postgres
 
-OUTAGE_SECONDS = 4.0
+OUTAGE_SECONDS = 12.0  # longer than the pool's 10 s wait for a connection: writes must fail
 APPROVED = 1  # campaign whose approvals are in flight (conditional)
 BULK = 2  # campaign executing when the database goes away (not conditional, two channels)
 BULK_CUSTOMERS = 4000
@@ -151,7 +151,7 @@ def test_postgres_restart_loses_nothing_acknowledged(postgres_url: str, tmp_path
             json={
                 "campaign_id": APPROVED,
                 "name": "approvals in flight",
-                "execute_at": wire_time(t0 + timedelta(seconds=24)),
+                "execute_at": wire_time(t0 + timedelta(seconds=44)),  # after the 12 s cut
                 "conditional": True,
                 "clearance_lead_seconds": 10,
                 "action": {"id": 1, "promo_codes": ["P1"]},
@@ -246,7 +246,20 @@ def test_postgres_restart_loses_nothing_acknowledged(postgres_url: str, tmp_path
 
         # The writer recovers by itself: every acknowledged decision is logged before shutdown.
         wait_until("acknowledged decisions in the log", 20, decisions_logged)
+
+        def sends_delivered() -> bool:
+            with psycopg.connect(postgres_url) as conn:
+                row = conn.execute(
+                    "SELECT COUNT(*) FROM triggered_sends WHERE state <> 'delivered'"
+                ).fetchone()
+            return row is not None and row[0] == 0
+
+        # and the worker delivers every committed send (the outbox) after the outage
+        wait_until("committed triggered sends delivered", 30, sends_delivered)
         code = served.stop()
+        # the cut must have hit the decision writer itself, not only the requests around it
+        writer_failures = served.log().count("decision log write failed")
+        assert writer_failures > 0, "the decision log writer never failed during the cut"
         assert code in (0, -15), f"serve exited {code}: {served.log()[-3000:]}"
 
         # --- what must hold, read straight from PostgreSQL -----------------------------------
@@ -302,6 +315,10 @@ def test_postgres_restart_loses_nothing_acknowledged(postgres_url: str, tmp_path
                     (list(acked),),
                 )
             }
+            # a 503 after the commit wait means "not known yet": those decisions may still have
+            # been committed (and then they are sent, once); every committed send is delivered
+            all_sent = {r[0] for r in conn.execute("SELECT decision_id FROM decisions WHERE sent")}
+            outbox = Counter(r[0] for r in conn.execute("SELECT decision_id FROM triggered_sends"))
         assert retried.status_code == 200, retried.text
         # all approvals say true and none is revoked: the frozen set is exactly what is stored
         assert approved == set(stored) and approved >= set(acked_approvals)
@@ -313,9 +330,10 @@ def test_postgres_restart_loses_nothing_acknowledged(postgres_url: str, tmp_path
             assert set(in_files) == expected, f"campaign {cid}: files differ from the sends"
             assert max(in_files.values()) == 1, f"campaign {cid}: a customer sent twice"
         allowed = {d for d, m in acked.items() if m["sent"]}
-        assert allowed == sent_decisions
+        assert allowed == sent_decisions and allowed <= all_sent
+        assert set(outbox) == all_sent and max(outbox.values(), default=1) == 1
         triggered_files = sends_in_files(served.sends_dir, "triggered-T-1", "DecisionID")
-        assert set(triggered_files) == {(d, 506) for d in allowed}
+        assert set(triggered_files) == {(d, 506) for d in all_sent}
         assert max(triggered_files.values(), default=1) == 1
 
         acked_down = sum(
@@ -330,8 +348,10 @@ def test_postgres_restart_loses_nothing_acknowledged(postgres_url: str, tmp_path
             f"{len(replies)} replies {dict(statuses)}, {len(during)} started while down; "
             f"{sum(acked_approvals.values())} approval entries acked, all stored; "
             f"{len(acked)} decisions acked ({acked_down} while down), all logged; "
-            f"503s by kind {dict(unavailable)}; sends exactly once: "
-            f"{len(expected_a)} + {len(expected_b)} scheduled, {len(allowed)} triggered"
+            f"503s by kind {dict(unavailable)}; decision writer failed {writer_failures}x "
+            "during the cut; sends exactly once: "
+            f"{len(expected_a)} + {len(expected_b)} scheduled, {len(all_sent)} triggered "
+            f"({len(all_sent) - len(allowed)} of them from requests answered 503)"
         )
     finally:
         stop.set()

@@ -60,16 +60,13 @@ def decide(api, ev):
 
 
 def logged(api, n, **params):
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        rows = api.get("/api/v1/decisions", params=params).json()["decisions"]
-        if len(rows) >= n:
-            return rows
-        time.sleep(0.02)
-    raise AssertionError(f"decision log has {len(rows)} rows, expected {n}")
+    """The log, read once: a reply comes only after its decisions are committed."""
+    rows = api.get("/api/v1/decisions", params=params).json()["decisions"]
+    assert len(rows) == n, f"decision log has {len(rows)} rows, expected {n}"
+    return rows
 
 
-def test_allowed_sends_and_the_gateway_gets_the_wire_payload(gated, gateway, tmp_path):
+def test_allowed_sends_and_the_gateway_gets_the_wire_payload(gated, gateway, tmp_path, worker):
     reply = decide(gated, event("ok-1"))
     [m] = reply["matched"]
     assert (m["campaign_id"], m["outcome"], m["sent"], m["shadow"]) == (
@@ -91,11 +88,14 @@ def test_allowed_sends_and_the_gateway_gets_the_wire_payload(gated, gateway, tmp
     [row] = logged(gated, 1)
     assert row["decision_id"] == m["decision_id"]
     assert (row["outcome"], row["sent"], row["user_id"]) == ("allowed", True, "ok-1")
-    deadline = time.monotonic() + 5
-    while not list((tmp_path / "sends").rglob("*.ndjson")) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert (row["delivery"], row["deliveries"][0]["state"]) == ("pending", "pending")
+    assert not list((tmp_path / "sends").rglob("*.ndjson"))  # the worker delivers the outbox
+    worker.drain()
     [sent_file] = list((tmp_path / "sends").rglob("*.ndjson"))
     assert b'"CustomerID":"ok-1"' in sent_file.read_bytes()
+    [row] = logged(gated, 1)
+    assert row["delivery"] == "delivered"
+    assert gated.get(f"/api/v1/decisions/{m['decision_id']}").json()["delivery"] == "delivered"
 
 
 @pytest.mark.parametrize(
@@ -103,7 +103,6 @@ def test_allowed_sends_and_the_gateway_gets_the_wire_payload(gated, gateway, tmp
     [
         ("no-1", "denied", "allowed: false"),
         ("hang-1", "timeout", "within 400 ms"),
-        ("slow-1", "allowed", None),
         ("close-1", "error", ""),
         ("e500-1", "error", "HTTP 500"),
         ("html-1", "invalid", "not JSON"),
@@ -120,6 +119,16 @@ def test_every_bad_answer_fails_closed(gated, user, outcome, reason):
         assert reason in m["reason"]
     if outcome == "timeout":
         assert 400 <= m["latency_ms"] < 2000  # never before the budget
+
+
+def test_a_slow_answer_within_the_budget_allows(gated, gateway):
+    """300 ms against the full 2500 ms budget: in time by a wide margin on a loaded machine."""
+    gated.put(
+        "/triggered_conditional_execution_gateway", json={"url": gateway.url, "timeout_ms": 2500}
+    )
+    [m] = decide(gated, event("slow-1"))["matched"]
+    assert (m["outcome"], m["sent"]) == ("allowed", True)
+    assert m["latency_ms"] >= 300
 
 
 def test_a_hanging_gateway_does_not_hold_up_other_decisions(gated, api):
@@ -212,7 +221,6 @@ def test_bad_events_are_4xx_and_nothing_is_decided(gated, gateway):
         assert r.status_code == status, bad
         assert r.json()["status"] == status
     assert gateway.calls == []
-    time.sleep(0.2)
     assert gated.get("/api/v1/decisions").json()["decisions"] == []
 
 

@@ -23,7 +23,7 @@ from clearance.outbound.signing import check_secret, mask_secret
 from clearance.runtime import Runtime
 from clearance.store import DecisionRow, GatewayConfig
 from clearance.store.triggered import DECISION_COLUMNS
-from clearance.triggered.events import parse_events
+from clearance.triggered.events import idempotency_key, parse_events
 from clearance.triggered.gate import DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS, MIN_TIMEOUT_MS
 from clearance.triggered.matching import compile_condition
 
@@ -229,7 +229,7 @@ def triggered_router() -> APIRouter:
         format: Literal["json", "csv"] = "json",
     ) -> Any:
         tz = runtime.settings.tz
-        rows = runtime.store.query_decisions(
+        rows, cursor = runtime.store.query_decisions(
             campaign_key=campaign_id,
             user_id=user_id,
             outcome=outcome,
@@ -238,17 +238,29 @@ def triggered_router() -> APIRouter:
             after=after,
             limit=limit,
         )
-        items = [_decision_out(row) for row in rows]
+        deliveries = runtime.store.delivery_states([r.decision_id for r in rows if r.sent])
+        items = [_decision_out(row, deliveries.get(row.decision_id, [])) for row in rows]
         if format == "csv":
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=list(_decision_out(None)))
             writer.writeheader()
-            writer.writerows(items)
+            writer.writerows({k: v for k, v in item.items() if k != "deliveries"} for item in items)
             return Response(buf.getvalue(), media_type="text/csv")
         return {
             "decisions": items,
-            "next_after": rows[-1].decision_id if len(rows) == limit else None,
+            # opaque; pass it back as `after`. `cursor` is where to resume even when the page is
+            # short (a client tailing the log).
+            "next_after": cursor if len(rows) == limit else None,
+            "cursor": cursor,
         }
+
+    @r.get("/api/v1/decisions/{decision_id}")
+    def decision(decision_id: str, runtime: RuntimeDep, who: Admin) -> dict[str, Any]:
+        row = runtime.store.get_decision(decision_id)
+        if row is None:
+            raise NotFound(f"decision {decision_id} is not in the log", field="decision_id")
+        deliveries = runtime.store.delivery_states([decision_id]) if row.sent else {}
+        return _decision_out(row, deliveries.get(decision_id, []))
 
     return r
 
@@ -265,8 +277,9 @@ async def handle_events(request: Request) -> Response:
     reply says, per campaign, the outcome and whether a send was made."""
     runtime = runtime_of(request)
     await authenticate(request, runtime)
+    key = idempotency_key(request.headers.get("idempotency-key"))
     parsed, single = parse_events(await read_json(request, runtime.settings.max_body_bytes))
-    results = await realtime_of(request).handle(parsed)
+    results = await realtime_of(request).handle(parsed, key)
     return JSON(results[0] if single else {"results": results})
 
 
@@ -274,9 +287,25 @@ async def handle_events(request: Request) -> Response:
 DECISION_FIELDS = tuple("campaign_id" if c == "campaign_key" else c for c in DECISION_COLUMNS)
 
 
-def _decision_out(row: DecisionRow | None) -> dict[str, Any]:
+def _decision_out(
+    row: DecisionRow | None, deliveries: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """A decision as the API shows it. `delivery` sums up its sends: `none` (nothing sent),
+    `pending`, `delivered` (every channel took it) or `failed` (a channel gave up; see
+    `deliveries` for each channel's state and reason)."""
     if row is None:  # the CSV header
-        return dict.fromkeys(DECISION_FIELDS)
+        return dict.fromkeys((*DECISION_FIELDS, "delivery"))
     out = dict(zip(DECISION_FIELDS, (getattr(row, c) for c in DECISION_COLUMNS), strict=True))
     out["at"] = from_ms(row.at).isoformat()
+    states = {d["state"] for d in deliveries or ()}
+    out["delivery"] = (
+        "none"
+        if not row.sent
+        else "failed"
+        if "failed" in states
+        else "pending"
+        if "pending" in states or not states
+        else "delivered"
+    )
+    out["deliveries"] = deliveries or []
     return out

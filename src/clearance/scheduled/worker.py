@@ -1,4 +1,5 @@
-"""The worker: process → notify → freeze → execute, each step claimed under a lease.
+"""The worker: process → notify → freeze → execute, each step claimed under a lease; and the
+triggered outbox (sends committed with their decisions), delivered under a lease too.
 
 Any number of workers can run against one database: a campaign step is claimed with
 `FOR UPDATE SKIP LOCKED` (PostgreSQL) or under SQLite's single writer, and every transition is
@@ -12,6 +13,7 @@ import threading
 import uuid
 from datetime import timedelta
 
+from clearance.channels.outbox import TriggeredOutbox
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, State
@@ -25,6 +27,7 @@ from clearance.store import LeaseLost, Notification, Store
 log = logging.getLogger("clearance.worker")
 
 RETRY_SECONDS = 5.0
+FORGET_EVERY_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 5.0
 
 
@@ -47,6 +50,8 @@ class Worker:
             store, settings, clock, metrics=metrics, owner=self.worker_id
         )
         self.executor = executor or Executor(store, settings, clock, metrics=metrics)
+        self.outbox = TriggeredOutbox(store, settings, clock, self.worker_id, metrics)
+        self._forgot_at: int | None = None
 
     # --- driving ---------------------------------------------------------------------------------
     def run_once(self) -> bool:
@@ -56,7 +61,18 @@ class Worker:
             did = True
         while self.notifier.deliver_due():
             did = True
+        while self.outbox.deliver_due():  # triggered sends, committed with their decisions
+            did = True
+        self._forget_event_ids()
         return did
+
+    def _forget_event_ids(self) -> None:
+        """Now and then, drop event-id reservations past the retention window."""
+        now = to_ms(self.clock.now())
+        if self._forgot_at is not None and now - self._forgot_at < FORGET_EVERY_SECONDS * 1000:
+            return
+        self._forgot_at = now
+        self.store.forget_event_ids(now - int(self.settings.event_id_retention_seconds * 1000))
 
     def drain(self, max_rounds: int = 1000) -> None:
         """Run until nothing is due at the clock's current time (tests advance a fake clock)."""

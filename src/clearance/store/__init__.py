@@ -8,11 +8,12 @@ from clearance.store.access import AccessStore, ChannelConfig, Principal
 from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
 from clearance.store.connect import open_database
 from clearance.store.db import Database
+from clearance.store.outbox import OutboxSend, OutboxStore, TriggeredBatch
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
 
 
-class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore):
+class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore, OutboxStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -43,7 +44,9 @@ __all__ = [
     "GatewayConfig",
     "LeaseLost",
     "Notification",
+    "OutboxSend",
     "Principal",
     "Store",
+    "TriggeredBatch",
     "open_store",
 ]

@@ -220,6 +220,11 @@ class PostgresDatabase(Database):
             "table_options": "WITH (fillfactor = 45)",
             "table_options_plain": "",
             "serial_key": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+            # decisions get their paging key as they are inserted (COPY fills defaults)
+            "decision_order": "CREATE SEQUENCE decisions_seq; "
+            "SELECT setval('decisions_seq', (SELECT COALESCE(MAX(seq), 0) + 1 FROM decisions), "
+            "false); "
+            "ALTER TABLE decisions ALTER COLUMN seq SET DEFAULT nextval('decisions_seq')",
         }
 
     def migration_lock(self, tx: Tx) -> None:

@@ -182,6 +182,7 @@ class SQLiteDatabase(Database):
             "table_options": "WITHOUT ROWID",
             "table_options_plain": "WITHOUT ROWID",
             "serial_key": "INTEGER PRIMARY KEY AUTOINCREMENT",
+            "decision_order": "",
         }
 
     def migration_lock(self, tx: Tx) -> None:

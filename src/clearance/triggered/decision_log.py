@@ -1,16 +1,17 @@
 """The decision log: every triggered decision, written in batches off the hot path.
 
-`append` only queues; every `interval` seconds (or sooner when `batch` rows are waiting) the queue
-goes to one writer thread, which writes it through the store's bulk route, then hands the batch's
-sends to their channels. `close` drains everything, so nothing acknowledged is lost on a clean
-shutdown.
+`append` only queues and returns the future of the batch the row will be written in; whenever
+the writer thread is idle (group commit), every `interval` seconds, or when `batch` rows are
+waiting, the queue goes to the one writer thread, which writes the decisions and their sends (the
+outbox) in one transaction through the store's bulk route and resolves the future. The events API
+awaits it, so a reply says `sent` only for a send that is committed. The writer never calls a
+channel: the worker delivers the outbox. `close` drains everything.
 
 While the database is away (a restart, a failover) the writer keeps each batch in memory and
 retries with backoff for up to `retry_seconds` (CLEARANCE_DECISION_RETRY_SECONDS, default 300);
 a retry first skips rows an unanswered commit already wrote, so none is logged twice. A batch
-still unwritten at that deadline is dropped with its sends, logged as an error and counted in
-`clearance_decisions_lost_total`; that, and a shutdown while the database is unreachable, are the
-only ways an acknowledged decision is lost.
+still unwritten at that deadline is dropped with its sends (its future resolves False, so its
+requests answer 503), logged as an error and counted in `clearance_decisions_lost_total`.
 
 To keep that window small the log also fails closed: once writes have been failing for
 `REFUSE_AFTER_SECONDS`, or `MAX_PENDING` decisions wait unwritten, `refusing()` names why and the
@@ -26,12 +27,9 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-from clearance.errors import StoreUnavailable
 from clearance.metrics import Metrics
-from clearance.store import DecisionRow, Store
+from clearance.store import DecisionRow, OutboxSend, Store
 
 log = logging.getLogger("clearance.decisions")
 
@@ -50,17 +48,12 @@ class DecisionIds:
         return f"{at_ms:013d}{next(self._counter) % 10**10:010d}{self._token}"
 
 
-@dataclass(frozen=True)
-class PendingSend:
-    decision_id: str
-    campaign_key: str
-    campaign_id: object
-    channel_id: int
-    template_id: int | None
-    promo_code: str | None
-    user_id: str
-    is_visitor: bool
-    at: str
+_Item = tuple[list[DecisionRow], list[OutboxSend], "asyncio.Future[bool] | None"]
+
+
+def _resolve(committed: asyncio.Future[bool], written: bool) -> None:
+    if not committed.done():
+        committed.set_result(written)
 
 
 class DecisionLog:
@@ -68,23 +61,21 @@ class DecisionLog:
         self,
         store: Store,
         metrics: Metrics,
-        deliver: Callable[[list[PendingSend]], None] | None = None,
         batch: int = 5000,
         interval: float = 0.05,
         retry_seconds: float = 300.0,
     ) -> None:
         self.store = store
         self.metrics = metrics
-        self.deliver = deliver
         self.batch = batch
         self.interval = interval
         self.retry_seconds = retry_seconds
         self._rows: list[DecisionRow] = []
-        self._sends: list[PendingSend] = []
+        self._sends: list[OutboxSend] = []
+        self._committed: asyncio.Future[bool] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # One writer thread (one database connection) takes whole batches off the event loop.
-        self._queue: queue.SimpleQueue[tuple[list[DecisionRow], list[PendingSend]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._queued = 0
         self._count_lock = threading.Lock()
         self._writer: threading.Thread | None = None
@@ -105,14 +96,33 @@ class DecisionLog:
             return "the decision log is behind; nothing was decided or sent, retry shortly"
         return None
 
-    def append(self, row: DecisionRow, sends: list[PendingSend] | None = None) -> None:
+    def append(
+        self, row: DecisionRow, sends: list[OutboxSend] | None = None
+    ) -> asyncio.Future[bool]:
+        """Queue a decision (and its sends); the future says whether its batch was committed
+        (True) or dropped (False). Call `kick` once the request's decisions are appended."""
+        committed = self._committed
+        if committed is None:
+            committed = self._committed = asyncio.get_running_loop().create_future()
         self._rows.append(row)
         if sends:
             self._sends.extend(sends)
         if len(self._rows) >= self.batch:
             self.flush()
+        return committed
+
+    def kick(self) -> None:
+        """Group commit: if the writer is idle, hand it what is queued now; if it is busy, what
+        queues meanwhile goes as one batch as soon as it is done."""
+        if self._queued == 0:
+            self.flush()
+
+    def _after_write(self) -> None:  # on the event loop, when the writer ran dry
+        if self._queued == 0 and self._rows:
+            self.flush()
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self._writer is None:
             self._writer = threading.Thread(
                 target=self._write_loop, name="decision-log", daemon=True
@@ -130,47 +140,33 @@ class DecisionLog:
         if self._rows:
             rows, self._rows = self._rows, []
             sends, self._sends = self._sends, []
+            committed, self._committed = self._committed, None
             with self._count_lock:
                 self._queued += len(rows)
             self.metrics.decision_log_pending.set(self._queued)
-            self._queue.put((rows, sends))
+            self._queue.put((rows, sends, committed))
 
     def _write_loop(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            rows, sends = item
-            written = self._write(rows)
+            rows, sends, committed = item
+            written = self._write(rows, sends)
             with self._count_lock:
                 self._queued -= len(rows)
             self.metrics.decision_log_pending.set(self._queued)
-            if written and sends and self.deliver is not None:
-                self._hand_off(self.deliver, sends)
+            loop = self._loop
+            if loop is not None and not loop.is_closed():
+                try:
+                    if committed is not None:
+                        loop.call_soon_threadsafe(_resolve, committed, written)
+                    if self._queue.empty():
+                        loop.call_soon_threadsafe(self._after_write)
+                except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+                    pass
 
-    def _hand_off(
-        self, deliver: Callable[[list[PendingSend]], None], sends: list[PendingSend]
-    ) -> None:
-        """Hand logged sends to their channels. Reading the channel settings retries while the
-        database is away, within the log's deadline (nothing is delivered before that read)."""
-        deadline = time.monotonic() + self.retry_seconds
-        delay = self.interval
-        while True:
-            try:
-                deliver(sends)
-                return
-            except StoreUnavailable as exc:
-                if time.monotonic() + delay > deadline:
-                    log.error("dropping %d logged sends: %s", len(sends), exc)
-                    return
-                log.warning("handing sends to channels failed, retrying in %.2f s: %s", delay, exc)
-                time.sleep(delay)
-                delay = min(1.0, delay * 2)
-            except Exception:
-                log.exception("handing %d sends to their channels failed", len(sends))
-                return
-
-    def _write(self, rows: list[DecisionRow]) -> bool:
+    def _write(self, rows: list[DecisionRow], sends: list[OutboxSend]) -> bool:
         """Write one batch, retrying while the database is away for at most `retry_seconds`;
         False if the batch had to be dropped (its sends are then not made)."""
         deadline = time.monotonic() + self.retry_seconds
@@ -182,7 +178,8 @@ class DecisionLog:
                 if failed:  # a commit that went unanswered may have landed: skip what did
                     present = self.store.present_decision_ids([r.decision_id for r in todo])
                     todo = [r for r in todo if r.decision_id not in present]
-                self.store.write_decisions(todo)
+                    sends = [s for s in sends if s.decision_id not in present]
+                self.store.write_decisions(todo, sends)
                 self._failing_since = None
                 if failed:
                     log.warning("decision log write succeeded after retrying")

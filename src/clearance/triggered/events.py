@@ -21,6 +21,7 @@ class Event:
     params: dict[str, Any] = field(default_factory=dict)
     attributes: dict[str, Any] = field(default_factory=dict)
     campaign_key: str | None = None
+    event_id: str | None = None  # decided at most once per campaign within the retention window
 
 
 def _text(value: Any, name: str, limit: int = MAX_ID_LENGTH) -> str:
@@ -30,6 +31,11 @@ def _text(value: Any, name: str, limit: int = MAX_ID_LENGTH) -> str:
     if not text or len(text) > limit or _CONTROL.search(text):
         raise InvalidInput(f"{name} must be 1..{limit} printable characters", field=name)
     return text
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header of an events request, checked like an event id."""
+    return None if value is None else _text(value, "Idempotency-Key", 200)
 
 
 def parse_events(body: Any) -> tuple[list[Event], bool]:
@@ -61,6 +67,7 @@ def parse_events(body: Any) -> tuple[list[Event], bool]:
         if not isinstance(attributes, dict):
             raise InvalidInput("attributes must be an object", field=f"{at}attributes")
         campaign = item.get("campaign_id")
+        event_id = item.get("event_id")
         events.append(
             Event(
                 user_id=user,
@@ -69,6 +76,7 @@ def parse_events(body: Any) -> tuple[list[Event], bool]:
                 params=params,
                 attributes=attributes,
                 campaign_key=None if campaign is None else _text(campaign, f"{at}campaign_id"),
+                event_id=None if event_id is None else _text(event_id, f"{at}event_id", 200),
             )
         )
     return events, single

@@ -123,6 +123,24 @@ class Gate:
                 "circuit open: the gateway is failing",
                 (time.monotonic() - started) * 1000,
             )
+        # Whatever happens from here on is recorded, an unexpected exception included: a
+        # half-open breaker whose probe never reports back would stay half-open for good.
+        failed = True
+        try:
+            result = await self._call(gateway, campaign, user_id, is_visitor, started)
+            failed = result.outcome in FAILURES
+            return result
+        finally:
+            self.breaker.record(failed)
+
+    async def _call(
+        self,
+        gateway: GatewayConfig,
+        campaign: TriggeredCampaign,
+        user_id: str,
+        is_visitor: bool,
+        started: float,
+    ) -> GateResult:
         deadline = started + gateway.timeout_ms / 1000
         body = (
             b'{"user":{"user_id":'
@@ -170,7 +188,6 @@ class Gate:
             result = judge(status, answer, user_id, (time.monotonic() - started) * 1000)
         finally:
             self.in_flight -= 1
-        self.breaker.record(result.outcome in FAILURES)
         return result
 
 

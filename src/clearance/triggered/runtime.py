@@ -1,7 +1,10 @@
-"""Triggered campaigns in real time: events in, matching campaigns, gate decisions, sends out.
+"""Triggered campaigns in real time: events in, matching campaigns, gate decisions, the outbox.
 
-Every decision is logged (outcome, reason, latency, whether a send was made); a send is handed to
-its channels only after its decision is in the log.
+Every decision is logged (outcome, reason, latency, whether a send was made) and its sends are
+committed with it (the outbox, which the worker delivers); the reply waits for that commit. An
+event with an `event_id` is decided once per campaign: the id is reserved in the database before
+anything is decided, so a repeat (a retry, a concurrent duplicate, another replica, after a
+restart) gets the first decision back, marked `repeat`.
 """
 
 from __future__ import annotations
@@ -9,25 +12,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
-from clearance.channels import BatchName, ChannelError, delivery_for
 from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
 from clearance.domain import format_wire_time
 from clearance.errors import NotFound, StoreUnavailable
 from clearance.metrics import Metrics
-from clearance.store import DecisionRow, Store
+from clearance.store import DecisionRow, OutboxSend, Store
 from clearance.triggered.breaker import BreakerSettings, CircuitBreaker
-from clearance.triggered.decision_log import DecisionIds, DecisionLog, PendingSend
+from clearance.triggered.decision_log import DecisionIds, DecisionLog
 from clearance.triggered.events import Event
 from clearance.triggered.gate import Gate, GateResult, Outcome
-from clearance.triggered.matching import Match, TriggerIndex
+from clearance.triggered.matching import Match, TriggeredCampaign, TriggerIndex
+from clearance.triggered.repeats import (
+    Decided,
+    Placeholder,
+    Reservations,
+    logged_repeat,
+    nothing,
+    placeholder,
+    repeat_of,
+    settle,
+)
 
 log = logging.getLogger("clearance.triggered")
 
-DELIVERY_ATTEMPTS = 3
+
+def _unexpected(exc: Exception, started: float) -> GateResult:
+    return GateResult(
+        Outcome.ERROR,
+        f"unexpected failure, nothing sent: {type(exc).__name__}: {exc}"[:300],
+        (time.monotonic() - started) * 1000,
+    )
 
 
 class RealTime:
@@ -55,12 +73,14 @@ class RealTime:
         self.log = DecisionLog(
             store,
             metrics,
-            self._deliver,
             settings.decision_batch,
             settings.decision_flush_seconds,
             settings.decision_retry_seconds,
         )
         self.ids = DecisionIds()
+        # (campaign, event id) → the reply of its first decision, while this process decides it
+        self._in_flight: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        self.reservations = Reservations(store)
         self._refreshing: asyncio.Future[None] | None = None
         self._stamp_second = -1
         self._stamp_text = ""
@@ -77,7 +97,11 @@ class RealTime:
         await self.log.close()
         await self.gate.close()
 
-    async def handle(self, events: list[Event]) -> list[dict[str, Any]]:
+    async def handle(
+        self, events: list[Event], idempotency_key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Decide every matching campaign for each event. `idempotency_key` (a batch's
+        Idempotency-Key) stands for the event id of each event that has none: `key#index`."""
         why = self.log.refusing()
         if why is not None:  # fail closed: no decision we could not log
             raise StoreUnavailable(why)
@@ -96,17 +120,80 @@ class RealTime:
                     f"triggered campaign {event.campaign_key} does not exist", field="campaign_id"
                 )
         gateway = self.index.gateway
-        jobs = []
+        now_ms = to_ms(self.clock.now())
         per_event: list[tuple[Event, list[Match]]] = []
-        for event in events:
+        jobs: list[Awaitable[Decided]] = []
+        keyed: list[tuple[tuple[str, str], str, Match, Event]] = []  # event ids to reserve
+        mine: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        same_request: list[tuple[int, tuple[str, str]]] = []
+        for n, event in enumerate(events):
             matches = self.index.match(
                 event.name, event.params, event.attributes, event.campaign_key
             )
             per_event.append((event, matches))
+            event_id = event.event_id
+            if event_id is None and idempotency_key is not None:
+                event_id = f"{idempotency_key}#{n}"
             for m in matches:
-                if m.error is None:
+                if m.error is not None:
+                    continue
+                if event_id is None:
                     jobs.append(self._decide(gateway, m, event, time.monotonic()))
-        decided = iter(await asyncio.gather(*jobs)) if jobs else iter(())
+                    continue
+                key = (m.campaign.key, event_id)
+                if key in mine:  # the same event twice in one request
+                    same_request.append((len(jobs), key))
+                    jobs.append(nothing())
+                    continue
+                first = self._in_flight.get(key)
+                if first is not None:  # a duplicate of an event this process is deciding
+                    jobs.append(repeat_of(first))
+                    continue
+                mine[key] = asyncio.get_running_loop().create_future()
+                keyed.append((key, self.ids.next(now_ms), m, event))
+                jobs.append(placeholder())
+        if keyed:
+            self._in_flight.update(mine)
+            try:
+                held = await self.reservations.reserve(
+                    [(key[0], key[1], decision_id) for key, decision_id, _, _ in keyed],
+                    now_ms,
+                    now_ms - int(self.settings.event_id_retention_seconds * 1000),
+                )
+            except BaseException as exc:
+                settle(self._in_flight, mine, exc)
+                for job in jobs:  # nothing is decided: drop the decisions not yet started
+                    if asyncio.iscoroutine(job):
+                        job.close()
+                raise
+            placeholders = iter(k for k, job in enumerate(jobs) if isinstance(job, Placeholder))
+            for key, decision_id, m, event in keyed:
+                k = next(placeholders)
+                if held.get(key) == decision_id:
+                    jobs[k] = self._decide(gateway, m, event, time.monotonic(), decision_id, key[1])
+                else:  # decided before, by this or another process: the first decision
+                    jobs[k] = logged_repeat(
+                        self.store,
+                        self.settings.decision_commit_wait_seconds,
+                        held[key],
+                        m.campaign,
+                        key,
+                    )
+        try:
+            decisions = await asyncio.gather(*jobs) if jobs else []
+            self.log.kick()
+            waits = {id(d.committed): d.committed for d in decisions if d.committed is not None}
+            if waits:
+                await self._committed(list(waits.values()))
+        except BaseException as exc:
+            settle(self._in_flight, mine, exc)
+            raise
+        settle(self._in_flight, mine, None, decisions)
+        if same_request:
+            replies = {d.key: d.reply for d in decisions if d.key is not None}
+            for k, key in same_request:
+                decisions[k] = Decided({**replies[key], "repeat": True})
+        decided = iter(d.reply for d in decisions)
         out = []
         for event, matches in per_event:
             matched, skipped = [], []
@@ -121,21 +208,53 @@ class RealTime:
                 "is_visitor": event.is_visitor,
                 "matched": matched,
             }
+            if event.event_id is not None:
+                result["event_id"] = event.event_id
             if skipped:
                 result["skipped"] = skipped
             out.append(result)
         return out
 
-    async def _decide(
-        self, gateway: Any, match: Match, event: Event, started: float
-    ) -> dict[str, Any]:
-        campaign = match.campaign
-        if campaign.conditional:
-            result = await self.gate.decide(
-                gateway, campaign, event.user_id, event.is_visitor, started
+    async def _committed(self, waits: list[asyncio.Future[bool]]) -> None:
+        """Wait until the decisions (and their sends) are committed: a reply says `sent` only
+        for a committed send. Beyond the wait the outcome is unknown to us, so the reply is a
+        503 (a repeat with the same event_id tells what became of it)."""
+        timeout = self.settings.decision_commit_wait_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                written = await asyncio.gather(*(asyncio.shield(w) for w in waits))
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the decisions were not committed within {timeout:g} s (database unavailable); "
+                "they may still be logged and sent: repeat with the same event_id to learn what "
+                "became of them"
+            ) from None
+        if not all(written):
+            raise StoreUnavailable(
+                "the decision log could not be written; these decisions were dropped and "
+                "nothing was sent"
             )
-        else:
-            result = GateResult(Outcome.NOT_CONDITIONAL, None, 0.0)
+
+    async def _decide(
+        self,
+        gateway: Any,
+        match: Match,
+        event: Event,
+        started: float,
+        decision_id: str | None = None,
+        event_id: str | None = None,
+    ) -> Decided:
+        campaign = match.campaign
+        try:
+            if campaign.conditional:
+                result = await self.gate.decide(
+                    gateway, campaign, event.user_id, event.is_visitor, started
+                )
+            else:
+                result = GateResult(Outcome.NOT_CONDITIONAL, None, 0.0)
+        except Exception as exc:  # an unexpected failure is an error decision: logged, no send
+            log.exception("deciding campaign %s for %s failed", campaign.key, event.user_id)
+            result = _unexpected(exc, started)
         allowed = result.outcome in (Outcome.ALLOWED, Outcome.NOT_CONDITIONAL)
         sent = allowed or campaign.shadow
         reason = result.reason
@@ -143,27 +262,17 @@ class RealTime:
             reason = f"shadow mode: sent regardless ({reason})"
         now = self.clock.now()
         at_ms = to_ms(now)
-        decision_id = self.ids.next(at_ms)
+        if decision_id is None:
+            decision_id = self.ids.next(at_ms)
         sends = None
         if sent:
-            action = campaign.body["action"]
-            promo = (action.get("promo_codes") or [None])[0]
-            stamp = self._stamp(at_ms)
-            sends = [
-                PendingSend(
-                    decision_id,
-                    campaign.key,
-                    campaign.body["id"],
-                    int(ch["id"]),
-                    (ch.get("templates") or [{}])[0].get("id"),
-                    promo,
-                    event.user_id,
-                    event.is_visitor,
-                    stamp,
-                )
-                for ch in action["channels"]
-            ]
-        self.log.append(
+            try:
+                sends = self._sends(campaign, event, decision_id, at_ms)
+            except Exception as exc:
+                log.exception("the sends of campaign %s cannot be made", campaign.key)
+                result, sent = _unexpected(exc, started), False
+                reason = result.reason
+        committed = self.log.append(
             DecisionRow(
                 decision_id,
                 at_ms,
@@ -175,6 +284,7 @@ class RealTime:
                 round(result.latency_ms, 3),
                 sent,
                 campaign.shadow,
+                event_id,
             ),
             sends,
         )
@@ -183,7 +293,7 @@ class RealTime:
             campaign.key,
             result.latency_ms / 1000 if campaign.conditional else None,
         )
-        return {
+        reply = {
             "campaign_id": campaign.body["id"],
             "decision_id": decision_id,
             "outcome": result.outcome.value,
@@ -192,6 +302,42 @@ class RealTime:
             "shadow": campaign.shadow,
             "latency_ms": round(result.latency_ms, 3),
         }
+        if event_id is None:
+            return Decided(reply, committed)
+        reply["event_id"] = event_id
+        reply["repeat"] = False
+        return Decided(reply, committed, (campaign.key, event_id))
+
+    def _sends(
+        self, campaign: TriggeredCampaign, event: Event, decision_id: str, at_ms: int
+    ) -> list[OutboxSend]:
+        """The decision's sends, one per channel, as the channel will get them."""
+        action = campaign.body["action"]
+        promo = (action.get("promo_codes") or [None])[0]
+        stamp = self._stamp(at_ms)
+        user_field = "VisitorID" if event.is_visitor else "CustomerID"
+        sends = []
+        for ch in action["channels"]:
+            channel_id = int(ch["id"])
+            sends.append(
+                OutboxSend(
+                    decision_id,
+                    channel_id,
+                    campaign.key,
+                    {
+                        "SendID": f"{decision_id}-{channel_id}",
+                        "DecisionID": decision_id,
+                        "CampaignID": campaign.body["id"],
+                        "ChannelID": channel_id,
+                        user_field: event.user_id,
+                        "TemplateID": (ch.get("templates") or [{}])[0].get("id"),
+                        "PromoCode": promo,
+                        "ScheduledTime": stamp,
+                    },
+                    at_ms,
+                )
+            )
+        return sends
 
     def _stamp(self, at_ms: int) -> str:
         """The wire timestamp for a send, formatted once per second rather than per send."""
@@ -200,40 +346,3 @@ class RealTime:
             self._stamp_second = second
             self._stamp_text = format_wire_time(from_ms(second * 1000), self.settings.tz)
         return self._stamp_text
-
-    def _deliver(self, sends: list[PendingSend]) -> None:
-        """Hand logged sends to their channels, a batch per campaign and channel (in a thread)."""
-        groups: dict[tuple[str, int], list[PendingSend]] = defaultdict(list)
-        for s in sends:
-            groups[(s.campaign_key, s.channel_id)].append(s)
-        configs = self.store.get_channels(sorted({ch for _, ch in groups}))
-        for (key, channel_id), items in groups.items():
-            name = BatchName.triggered(key, channel_id, items[0].decision_id, items[-1].decision_id)
-            records = [
-                {
-                    "SendID": f"{s.decision_id}-{s.channel_id}",
-                    "DecisionID": s.decision_id,
-                    "CampaignID": s.campaign_id,
-                    "ChannelID": s.channel_id,
-                    "VisitorID" if s.is_visitor else "CustomerID": s.user_id,
-                    "TemplateID": s.template_id,
-                    "PromoCode": s.promo_code,
-                    "ScheduledTime": s.at,
-                }
-                for s in items
-            ]
-            for attempt in range(1, DELIVERY_ATTEMPTS + 1):
-                try:
-                    delivery_for(configs.get(channel_id), self.settings, self.clock).deliver(
-                        name, records
-                    )
-                    self.metrics.sends.labels(str(channel_id), "triggered").inc(len(records))
-                    break
-                except ChannelError as exc:
-                    log.error(
-                        "triggered sends %s on channel %s, attempt %s failed: %s",
-                        name.message_id,
-                        channel_id,
-                        attempt,
-                        exc,
-                    )
