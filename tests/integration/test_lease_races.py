@@ -16,7 +16,7 @@ from clearance.channels.file import FileDelivery
 from clearance.clock import FakeClock, to_ms
 from clearance.config import Settings
 from clearance.domain import State
-from clearance.scheduled.lease import Heartbeat
+from clearance.heartbeat import Heartbeat
 from clearance.scheduled.service import ScheduledService
 from clearance.scheduled.worker import Worker
 from clearance.store import Store, open_store

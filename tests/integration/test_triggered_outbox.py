@@ -466,7 +466,14 @@ def test_an_idempotency_key_makes_a_repeated_batch_a_repeat(gated_api, gateway, 
         [ma], [mb] = a["matched"], b["matched"]
         assert (ma["repeat"], mb["repeat"]) == (False, True)
         assert ma["decision_id"] == mb["decision_id"] and ma["sent"] == mb["sent"]
-    assert [r["matched"][0]["event_id"] for r in first] == ["batch-42#0", "batch-42#1", "own"]
+    ids = [r["matched"][0]["event_id"] for r in first]
+    assert ids[0].startswith("batch-42#") and ids[1].startswith("batch-42#") and ids[2] == "own"
+    assert ids[0] != ids[1]
+    # reordered and trimmed on retry (only what the producer thinks failed): still repeats, each
+    # of its own first decision
+    retried = api.post("/api/v1/events", json=[batch[1]], headers=headers).json()["results"]
+    assert retried[0]["matched"][0]["repeat"] is True
+    assert retried[0]["matched"][0]["decision_id"] == first[1]["matched"][0]["decision_id"]
     worker.drain()
     assert len(decisions(api)) == 3 and len(sent_lines(tmp_path)) == 2
     bad = api.post("/api/v1/events", json=batch, headers={"Idempotency-Key": "x" * 201})
@@ -533,3 +540,76 @@ def test_concurrent_writers_never_commit_behind_a_cursor(gated_api, store, postg
     page = api.get("/api/v1/decisions", params={"after": cursor} if cursor else {}).json()
     seen += [d["user_id"] for d in page["decisions"]]
     assert sorted(seen) == ["late-1", "late-2"], seen
+
+
+# --- found by a hostile review ------------------------------------------------------------------
+def test_a_shadow_campaign_never_sends_after_its_own_failure(api, store, monkeypatch):
+    from clearance.triggered import runtime as rt
+
+    shadow = {
+        "id": "S-1",
+        "action": {"id": 1, "channels": [{"id": 506}]},
+        "conditional": False,
+        "shadow": True,
+        "trigger": {"event": "deposit"},
+    }
+    assert api.post("/api/v1/triggered-campaigns", json=shadow).status_code == 201
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("sends could not be built")
+
+    monkeypatch.setattr(rt.RealTime, "_sends", broken)
+    [m] = api.post("/api/v1/events", json={"customer_id": "C-1", "event": "deposit"}).json()[
+        "matched"
+    ]
+    assert (m["outcome"], m["sent"]) == ("error", False)
+
+
+def test_a_batch_whose_lease_lapsed_before_its_turn_is_not_delivered_twice(
+    api, store, settings, clock, tmp_path
+):
+    from clearance.channels.outbox import TriggeredOutbox
+
+    campaign = {
+        "id": "L-1",
+        "action": {"id": 1, "channels": [{"id": 506}]},
+        "conditional": False,
+        "trigger": {"event": "deposit"},
+    }
+    assert api.post("/api/v1/triggered-campaigns", json=campaign).status_code == 201
+    r = api.post("/api/v1/events", json={"customer_id": "C-1", "event": "deposit"})
+    assert r.json()["matched"][0]["sent"] is True
+    a = TriggeredOutbox(store, settings, clock, "worker-a")
+    b = TriggeredOutbox(store, settings, clock, "worker-b")
+    [batch] = a.claim()  # a claims, then is slow with the batches before this one
+    clock.advance(settings.lease_seconds + 1)
+    [taken] = b.claim()  # the lease lapsed: b takes the batch over
+    assert a.deliver(batch, None) is None  # a's turn comes: it is not a's any more
+    assert list((tmp_path / "sends").rglob("*.ndjson")) == []
+    assert b.deliver(taken, None) == "delivered"
+    assert len(list((tmp_path / "sends").rglob("*.ndjson"))) == 1
+
+
+def test_a_writer_stuck_in_its_turn_makes_the_others_fail_not_wait(postgres_url):
+    """PostgreSQL: decision writers take turns under an advisory lock; one stuck inside it must
+    make the others' writes fail (so the events API fails closed) rather than queue for ever."""
+    import time
+
+    import psycopg
+
+    from clearance.errors import ClearanceError
+    from clearance.store import open_store
+    from clearance.store.triggered import DECISION_WRITE_LOCK
+
+    store = open_store(postgres_url)
+    try:
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (DECISION_WRITE_LOCK,))
+            started = time.monotonic()
+            with pytest.raises((ClearanceError, psycopg.Error)):
+                store.write_decisions([late_row(1)])
+            assert time.monotonic() - started < 10
+            holder.rollback()
+        store.write_decisions([late_row(2)])  # the turn is free again
+    finally:
+        store.close()

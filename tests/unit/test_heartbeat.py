@@ -6,7 +6,7 @@ import threading
 import time
 
 from clearance.errors import StoreUnavailable
-from clearance.scheduled.lease import Heartbeat
+from clearance.heartbeat import Heartbeat
 
 
 def test_it_extends_while_the_work_runs_and_never_after_it_returns() -> None:

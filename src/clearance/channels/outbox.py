@@ -17,6 +17,7 @@ from clearance.channels.base import BatchName, ChannelError
 from clearance.channels.registry import delivery_for
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
+from clearance.heartbeat import Heartbeat
 from clearance.metrics import Metrics
 from clearance.store import ChannelConfig, Store, TriggeredBatch
 
@@ -51,6 +52,9 @@ class TriggeredOutbox:
             self.settings.execution_chunk,
         )
 
+    def _until(self) -> int:
+        return to_ms(self.clock.now()) + int(self.settings.lease_seconds * 1000)
+
     def deliver_due(self) -> bool:
         """Claim what is due and deliver it; whether there was anything."""
         batches = self.claim()
@@ -65,12 +69,36 @@ class TriggeredOutbox:
         name = BatchName.triggered(
             batch.campaign_key, batch.channel_id, batch.first_decision, batch.last_decision
         )
+        # A claim leases many batches at once and they go out one after another: each is leased
+        # afresh before its delivery and kept while it is in flight, so a slow channel never lets
+        # a second worker take a batch this one is about to deliver (or is delivering).
+        lease = self.settings.lease_seconds
+        if not self.store.extend_triggered_batch_lease(batch.batch_id, self.owner, self._until()):
+            log.warning("triggered batch %s is no longer ours; not delivered", batch.batch_id)
+            return None
         records = self.store.triggered_batch_records(batch)
         error: str | None = None
+        heartbeat = Heartbeat(
+            lambda: self.store.extend_triggered_batch_lease(
+                batch.batch_id, self.owner, self._until()
+            ),
+            interval=lease / 3,
+            limit=self.settings.outbound_timeout_seconds + lease,
+            what=f"triggered batch {batch.batch_id}",
+            lease=lease,
+            release=self.store.db.release_thread,
+        )
         try:
-            delivery_for(config, self.settings, self.clock).deliver(name, records)
+            with heartbeat:
+                delivery_for(config, self.settings, self.clock).deliver(name, records)
         except ChannelError as exc:
             error = str(exc)[:500]
+        except Exception as exc:  # a bug in a channel must not leave the batch leased for ever
+            log.exception("triggered batch %s: delivery raised", batch.batch_id)
+            error = f"{type(exc).__name__}: {exc}"[:500]
+        if heartbeat.lost:
+            log.warning("lost the lease on triggered batch %s while delivering", batch.batch_id)
+            return None
         now = to_ms(self.clock.now())
         next_at: int | None = None
         if error is not None:

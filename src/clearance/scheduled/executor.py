@@ -9,8 +9,8 @@ from clearance.channels import BatchName, ChannelError, Delivery, delivery_for, 
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, format_wire_time
+from clearance.heartbeat import Heartbeat
 from clearance.metrics import Metrics
-from clearance.scheduled.lease import Heartbeat
 from clearance.store import Batch, LeaseLost, Store
 
 

@@ -13,10 +13,10 @@ import orjson
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
 from clearance.domain import Campaign, EventType, format_wire_time
+from clearance.heartbeat import Heartbeat
 from clearance.metrics import Metrics
 from clearance.outbound.signing import webhook_headers
 from clearance.outbound.transport import CallFailed, OutboundRefused, Transport
-from clearance.scheduled.lease import Heartbeat
 from clearance.store import Notification, Store
 
 BACKOFF_BASE_SECONDS = 1.0

@@ -160,6 +160,17 @@ class OutboxStore:
             )
         return [orjson.loads(r[0]) for r in rows]
 
+    def extend_triggered_batch_lease(self, batch_id: str, owner: str, lease_until: int) -> bool:
+        """Keep a claimed batch while it is being delivered; False if it is no longer ours."""
+        with self.db.transaction() as tx:
+            return bool(
+                tx.execute(
+                    "UPDATE triggered_batches SET lease_until = ? "
+                    "WHERE batch_id = ? AND lease_owner = ? AND state = 'pending'",
+                    (lease_until, batch_id, owner),
+                )
+            )
+
     def finish_triggered_batch(
         self,
         batch: TriggeredBatch,
@@ -288,6 +299,19 @@ class OutboxStore:
                     if row is not None:
                         held[(k, e)] = row[0]
         return {(k, e): held.get((k, e), first[(k, e)][0]) for k, e, *_ in wanted}
+
+    def release_event_ids(self, held: Sequence[tuple[tuple[str, str], str]]) -> None:
+        """Free reservations ((campaign, event id), decision id) whose decisions were dropped
+        unlogged: only if still held by that decision."""
+        if not held:
+            return
+        with self.db.transaction() as tx:
+            for (key, event_id), decision_id in held:
+                tx.execute(
+                    "DELETE FROM event_ids WHERE campaign_key = ? AND event_id = ? "
+                    "AND decision_id = ?",
+                    (key, event_id, decision_id),
+                )
 
     def forget_event_ids(self, retained_from_ms: int) -> int:
         """Drop reservations older than the retention window."""

@@ -183,6 +183,9 @@ class TriggeredStore:
                 # A sequence alone is not commit order (a transaction can take a number and
                 # commit after one that took a larger number); decision writers take turns, and
                 # seq comes from the column default inside the turn.
+                # bounded: a writer stuck in its turn must make the others fail (and the events
+                # API fail closed), not wait behind it for ever
+                tx.execute("SET LOCAL lock_timeout = '2s'")
                 tx.execute("SELECT pg_advisory_xact_lock(?)", (DECISION_WRITE_LOCK,))
                 tx.copy_rows("decisions", DECISION_COLUMNS, values)
             if sends:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from clearance.domain import MAX_ID_LENGTH
 from clearance.errors import InvalidInput
@@ -22,6 +25,22 @@ class Event:
     attributes: dict[str, Any] = field(default_factory=dict)
     campaign_key: str | None = None
     event_id: str | None = None  # decided at most once per campaign within the retention window
+
+    def digest(self) -> str:
+        """What the event says (user, name, params, attributes, campaign), as a short stable
+        digest: an Idempotency-Key names each event of a batch by it."""
+        body = orjson.dumps(
+            [
+                self.user_id,
+                self.is_visitor,
+                self.name,
+                self.params,
+                self.attributes,
+                self.campaign_key,
+            ],
+            option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+        )
+        return hashlib.sha256(body).hexdigest()[:32]
 
 
 def _text(value: Any, name: str, limit: int = MAX_ID_LENGTH) -> str:

@@ -48,6 +48,10 @@ def _unexpected(exc: Exception, started: float) -> GateResult:
     )
 
 
+class DecisionsDropped(StoreUnavailable):
+    """The decision log gave up on a batch: nothing of it was logged or sent."""
+
+
 class RealTime:
     def __init__(self, store: Store, settings: Settings, clock: Clock, metrics: Metrics) -> None:
         self.store = store
@@ -126,14 +130,16 @@ class RealTime:
         keyed: list[tuple[tuple[str, str], str, Match, Event]] = []  # event ids to reserve
         mine: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
         same_request: list[tuple[int, tuple[str, str]]] = []
-        for n, event in enumerate(events):
+        for event in events:
             matches = self.index.match(
                 event.name, event.params, event.attributes, event.campaign_key
             )
             per_event.append((event, matches))
             event_id = event.event_id
             if event_id is None and idempotency_key is not None:
-                event_id = f"{idempotency_key}#{n}"
+                # by what the event says, not where it stands: a retried batch that is reordered
+                # or trimmed still maps each event onto its own first decision
+                event_id = f"{idempotency_key}#{event.digest()}"
             for m in matches:
                 if m.error is not None:
                     continue
@@ -184,7 +190,14 @@ class RealTime:
             self.log.kick()
             waits = {id(d.committed): d.committed for d in decisions if d.committed is not None}
             if waits:
-                await self._committed(list(waits.values()))
+                try:
+                    await self._committed(list(waits.values()))
+                except DecisionsDropped:
+                    # nothing was logged or sent: free the event ids, so a repeat decides anew
+                    # instead of answering `in_progress` for the whole retention window
+                    ours = [(key, decision_id) for key, decision_id, _, _ in keyed]
+                    await asyncio.to_thread(self.store.release_event_ids, ours)
+                    raise
         except BaseException as exc:
             settle(self._in_flight, mine, exc)
             raise
@@ -226,11 +239,12 @@ class RealTime:
         except TimeoutError:
             raise StoreUnavailable(
                 f"the decisions were not committed within {timeout:g} s (database unavailable); "
-                "they may still be logged and sent: repeat with the same event_id to learn what "
-                "became of them"
+                "they may still be logged and sent. Events with an event_id (or a batch with an "
+                "Idempotency-Key) can be repeated safely to learn what became of them; an event "
+                "without one would be decided, and sent, again"
             ) from None
         if not all(written):
-            raise StoreUnavailable(
+            raise DecisionsDropped(
                 "the decision log could not be written; these decisions were dropped and "
                 "nothing was sent"
             )
@@ -256,9 +270,10 @@ class RealTime:
             log.exception("deciding campaign %s for %s failed", campaign.key, event.user_id)
             result = _unexpected(exc, started)
         allowed = result.outcome in (Outcome.ALLOWED, Outcome.NOT_CONDITIONAL)
-        sent = allowed or campaign.shadow
+        # shadow mode sends regardless of the gateway's answer, never after our own failure
+        sent = allowed or (campaign.shadow and result.outcome != Outcome.ERROR)
         reason = result.reason
-        if campaign.shadow and not allowed:
+        if campaign.shadow and not allowed and sent:
             reason = f"shadow mode: sent regardless ({reason})"
         now = self.clock.now()
         at_ms = to_ms(now)
