@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
+from clearance.config import Settings
 from clearance.errors import StoreUnavailable
 
 log = logging.getLogger("clearance.worker")
@@ -44,6 +45,26 @@ class Heartbeat:
         self._lost = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat {what}", daemon=True)
         self.beats = 0
+
+    @classmethod
+    def for_lease(
+        cls,
+        extend: Callable[[], bool],
+        settings: Settings,
+        what: str,
+        release: Callable[[], None] | None = None,
+    ) -> Heartbeat:
+        """The heartbeat for one outbound call under a lease of `settings.lease_seconds`: a beat
+        every third of the lease, for at most the call's timeout and one lease more."""
+        lease = settings.lease_seconds
+        return cls(
+            extend,
+            interval=lease / 3,
+            limit=settings.outbound_timeout_seconds + lease,
+            what=what,
+            lease=lease,
+            release=release,
+        )
 
     @property
     def lost(self) -> bool:

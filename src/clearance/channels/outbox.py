@@ -72,21 +72,18 @@ class TriggeredOutbox:
         # A claim leases many batches at once and they go out one after another: each is leased
         # afresh before its delivery and kept while it is in flight, so a slow channel never lets
         # a second worker take a batch this one is about to deliver (or is delivering).
-        lease = self.settings.lease_seconds
         if not self.store.extend_triggered_batch_lease(batch.batch_id, self.owner, self._until()):
             log.warning("triggered batch %s is no longer ours; not delivered", batch.batch_id)
             return None
         records = self.store.triggered_batch_records(batch)
         error: str | None = None
-        heartbeat = Heartbeat(
+        heartbeat = Heartbeat.for_lease(
             lambda: self.store.extend_triggered_batch_lease(
                 batch.batch_id, self.owner, self._until()
             ),
-            interval=lease / 3,
-            limit=self.settings.outbound_timeout_seconds + lease,
-            what=f"triggered batch {batch.batch_id}",
-            lease=lease,
-            release=self.store.db.release_thread,
+            self.settings,
+            f"triggered batch {batch.batch_id}",
+            self.store.db.release_thread,
         )
         try:
             with heartbeat:

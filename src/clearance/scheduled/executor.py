@@ -102,14 +102,11 @@ class Executor:
         cid = campaign.campaign_id
         if not self.store.extend_lease(cid, owner, self._lease_until()):
             raise LeaseLost(f"lost the lease on campaign {cid} before delivering a batch")
-        lease = self.settings.lease_seconds
-        heartbeat = Heartbeat(
+        heartbeat = Heartbeat.for_lease(
             lambda: self.store.extend_lease(cid, owner, self._lease_until()),
-            interval=lease / 3,
-            limit=self.settings.outbound_timeout_seconds + lease,
-            what=f"campaign {cid} batch {batch.channel_id}/{batch.first_seq}",
-            lease=lease,
-            release=self.store.db.release_thread,
+            self.settings,
+            f"campaign {cid} batch {batch.channel_id}/{batch.first_seq}",
+            self.store.db.release_thread,
         )
         try:
             with heartbeat:

@@ -128,16 +128,13 @@ class Notifier:
     def _attempt(self, n: Notification) -> None:
         """One attempt, with the notification's lease extended while the request is in flight
         (for at most the request timeout and one lease more)."""
-        lease = self.settings.lease_seconds
-        heartbeat = Heartbeat(
+        heartbeat = Heartbeat.for_lease(
             lambda: self.store.extend_notification_lease(
                 n.notification_id, self.owner, self._lease_until()
             ),
-            interval=lease / 3,
-            limit=self.settings.outbound_timeout_seconds + lease,
-            what=f"notification {n.notification_id}",
-            lease=lease,
-            release=self.store.db.release_thread,
+            self.settings,
+            f"notification {n.notification_id}",
+            self.store.db.release_thread,
         )
         with heartbeat:
             now, status, error, duration_ms = self._post(n)
