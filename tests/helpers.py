@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from clearance.domain import Campaign, ChannelRef, State, Template
 from clearance.scheduled.service import ScheduledService
@@ -32,3 +35,16 @@ def new_campaign(
     )
     ids = customer_ids if customer_ids is not None else [f"c{i}" for i in range(customers)]
     return engine.create_campaign(c, [(cid, None) for cid in ids])
+
+
+def wait_until(what: str, seconds: float, check: Callable[[], Any]) -> Any:
+    """Poll `check` until it returns something truthy (and return that), or fail naming `what`
+    after `seconds`: tests wait on conditions, not on sleeps that happen to be long enough."""
+    deadline = time.monotonic() + seconds
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

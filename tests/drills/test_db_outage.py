@@ -24,6 +24,7 @@ from bench.pgproxy import TcpProxy
 from bench.serveproc import ServeProcess
 
 from tests.conftest import FakeGateway
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -103,17 +104,6 @@ def sends_in_files(root: Path, folder: str, key: str = "CustomerID") -> Counter[
             s = orjson.loads(line)
             got[(s[key], s["ChannelID"])] += 1
     return got
-
-
-def wait_until(what: str, seconds: float, check: Any) -> Any:
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_postgres_restart_loses_nothing_acknowledged(postgres_url: str, tmp_path: Path) -> None:

@@ -18,21 +18,11 @@ from pathlib import Path
 from bench.serveproc import ServeProcess
 
 from tests.conftest import FakeGateway, Listener
+from tests.helpers import wait_until
 from tests.integration.test_triggered import CAMPAIGN, event
 
 BATCHES = 20
 PER_BATCH = 10
-
-
-def wait_until(what: str, seconds: float, check):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def test_triggered_sends_survive_a_crash_with_the_channel_down(

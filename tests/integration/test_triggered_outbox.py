@@ -8,22 +8,12 @@ import time
 import pytest
 
 from clearance.store import GatewayConfig
+from tests.helpers import wait_until
 from tests.integration.test_triggered import CAMPAIGN, event
 
 # A secret that passed no check (written straight to the store): signing with it raises after
 # the breaker has let the call through, which is the unexpected failure these tests need.
 BROKEN_SECRET = "whsec_not-base64!"
-
-
-def wait_for(what, check, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def decisions(api, **params):
@@ -79,7 +69,9 @@ def test_one_failing_decision_does_not_fail_its_batch(api, gateway, store):
         got = {m["campaign_id"]: (m["outcome"], m["sent"]) for m in result["matched"]}
         assert got == {"T-1": ("error", False), "T-2": ("not_conditional", True)}
         assert "unexpected failure" in result["matched"][0]["reason"]
-    rows = wait_for("four logged decisions", lambda: len(decisions(api)) == 4 and decisions(api))
+    rows = wait_until(
+        "four logged decisions", 10.0, lambda: len(decisions(api)) == 4 and decisions(api)
+    )
     assert sorted((d["campaign_id"], d["outcome"], d["sent"]) for d in rows) == [
         ("T-1", "error", False),
         ("T-1", "error", False),
@@ -324,7 +316,7 @@ def test_a_slow_channel_does_not_stall_decisions(api, gateway, store, settings, 
         w = Worker(store, settings, clock, worker_id="slow-worker")
         t = threading.Thread(target=w.run_once, daemon=True)
         t.start()
-        wait_for("the channel holding a delivery", lambda: slow.received)
+        wait_until("the channel holding a delivery", 10.0, lambda: slow.received)
         started = time.monotonic()
         for i in range(20):
             [m] = api.post("/api/v1/events", json=event(f"ok-{i + 1}")).json()["matched"]
