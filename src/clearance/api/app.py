@@ -26,6 +26,7 @@ from clearance.api.triggered import events_router, handle_events, triggered_rout
 from clearance.api.wire import wire_router
 from clearance.clock import SystemClock
 from clearance.config import Settings
+from clearance.console import install as install_console
 from clearance.errors import ClearanceError
 from clearance.logs import RequestLog, configure_logging, install_request_ids
 from clearance.runtime import Runtime
@@ -71,6 +72,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(native_router())
     app.include_router(triggered_router())
     app.include_router(admin_router())
+    install_console(app)  # the browser console at / (its own session cookie and CSRF)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> Response:

@@ -44,9 +44,12 @@ class User:
 Decide = Callable[[User, dict[str, Any]], Awaitable[bool | GateDecision]]
 
 
-def _answer(user_id: Any, allowed: bool, status: int = 200) -> Response:
+def _answer(user_id: Any, allowed: bool, status: int = 200, reason: str | None = None) -> Response:
+    body: dict[str, Any] = {"user_id": user_id, "allowed": allowed}
+    if reason:  # optional on the wire: the engine keeps it with the decision
+        body["reason"] = reason
     return Response(
-        orjson.dumps({"user_id": user_id, "allowed": allowed}),
+        orjson.dumps(body),
         status_code=status,
         media_type="application/json",
     )
@@ -111,17 +114,18 @@ class GatewayApp:
             log.warning(
                 "decide() for %s ran past %.0f ms: answered false", who.user_id, self.budget * 1000
             )
-            return _answer(who.user_id, False)
+            return _answer(who.user_id, False, reason="decide() ran past the budget")
         except Exception:
             self.counts["error"] += 1
             log.exception("decide() for %s raised: answered false", who.user_id)
-            return _answer(who.user_id, False)
+            return _answer(who.user_id, False, reason="decide() raised")
         # only a real True allows: a decide() that returns "yes", 1 or None refuses
         allowed = (verdict.allowed if isinstance(verdict, GateDecision) else verdict) is True
         if isinstance(verdict, GateDecision) and not verdict.allowed and verdict.reason:
             log.info("refused %s: %s", who.user_id, verdict.reason)
         self.counts["allowed" if allowed else "denied"] += 1
-        return _answer(who.user_id, allowed)
+        reason = verdict.reason if isinstance(verdict, GateDecision) and not allowed else None
+        return _answer(who.user_id, allowed, reason=reason)
 
     async def stats(self, request: Request) -> Response:
         return Response(orjson.dumps(dict(self.counts)), media_type="application/json")

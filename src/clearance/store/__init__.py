@@ -7,13 +7,14 @@ from __future__ import annotations
 from clearance.store.access import AccessStore, ChannelConfig, Principal
 from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
 from clearance.store.connect import open_database
+from clearance.store.console import ConsoleStore
 from clearance.store.db import Database
 from clearance.store.outbox import OutboxSend, OutboxStore, TriggeredBatch
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
 
 
-class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore, OutboxStore):
+class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore, OutboxStore, ConsoleStore):
     def __init__(self, db: Database) -> None:
         self.db = db
 

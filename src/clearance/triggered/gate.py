@@ -24,6 +24,7 @@ from clearance.triggered.breaker import CircuitBreaker
 from clearance.triggered.matching import TriggeredCampaign
 
 MAX_ANSWER_BYTES = 64 * 1024
+MAX_REASON_CHARS = 500  # of a gateway's own `reason`, kept with the decision
 TIMER_GUARD_SECONDS = 0.001
 MIN_TIMEOUT_MS, MAX_TIMEOUT_MS, DEFAULT_TIMEOUT_MS = 0, 2500, 2000
 CLIENTS = ("pyreqwest",)  # the gate's HTTP client: the outbound transport's (aiohttp was removed)
@@ -212,8 +213,25 @@ def judge(status: int, answer: bytes, user_id: str, latency_ms: float) -> GateRe
     if answered_for != user_id:
         return GateResult(Outcome.INVALID, f"answer is for user {answered_for[:100]!r}", latency_ms)
     allowed = parsed.get("allowed")
+    said = gateway_reason(parsed.get("reason"))
     if allowed is True:
-        return GateResult(Outcome.ALLOWED, None, latency_ms)
+        return GateResult(Outcome.ALLOWED, f"gateway: {said}" if said else None, latency_ms)
     if allowed is False:
-        return GateResult(Outcome.DENIED, "the gateway answered allowed: false", latency_ms)
+        return GateResult(
+            Outcome.DENIED,
+            f"the gateway answered allowed: false ({said})"
+            if said
+            else "the gateway answered allowed: false",
+            latency_ms,
+        )
     return GateResult(Outcome.INVALID, "allowed is not a JSON boolean", latency_ms)
+
+
+def gateway_reason(raw: object) -> str | None:
+    """The gateway's own `reason`, optional: kept with the decision when it is a string (control
+    characters dropped, at most MAX_REASON_CHARS); anything else is ignored, never an error, so a
+    gateway that answers only `user_id` and `allowed` works as before."""
+    if not isinstance(raw, str):
+        return None
+    text = "".join(ch if ch.isprintable() else " " for ch in raw).strip()
+    return text[:MAX_REASON_CHARS] or None
