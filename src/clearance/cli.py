@@ -183,10 +183,28 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_create(args: argparse.Namespace) -> int:
+    """A login user (the console's User and Password; also general/login). The password comes
+    from CLEARANCE_NEW_PASSWORD or is asked for, never from the command line."""
+    import getpass
+
+    password = os.environ.get("CLEARANCE_NEW_PASSWORD") or getpass.getpass("Password: ")
+    if len(password) < 8 or len(password) > 1000:
+        raise ClearanceError("a password needs 8 to 1000 characters")
+    if not args.name or len(args.name) > 200 or not args.name.isprintable() or ":" in args.name:
+        raise ClearanceError("a user name is 1 to 200 printable characters without ':'")
+    store = open_store(_settings(args).database_url)
+    store.upsert_user(args.name, password, args.access, to_ms(SystemClock().now()))
+    _audit(store, "user.create", f"user:{args.name}", access=args.access)
+    print(f"user {args.name} ({args.access}) can sign in", file=sys.stderr)
+    store.close()
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from clearance.demo import run_demo
 
-    return run_demo(args.database_url)
+    return run_demo(args.database_url, keep=args.keep)
 
 
 def cmd_integrator_serve(args: argparse.Namespace) -> int:
@@ -266,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id")
     p.set_defaults(func=cmd_keys_revoke)
 
+    users = sub.add_parser("users", help="login users (the console, general/login)")
+    usub = users.add_subparsers(dest="users_command", required=True)
+    p = usub.add_parser("create", help="create or replace a login user (password: prompt or env)")
+    _common(p)
+    p.add_argument("name")
+    p.add_argument("--access", choices=["admin", "integrations"], default="admin")
+    p.set_defaults(func=cmd_users_create)
+
     integrator = sub.add_parser("integrator", help="the operator's side: listener + gateway")
     isub = integrator.add_subparsers(dest="integrator_command", required=True)
     p = isub.add_parser("serve", help="listener + gateway from a rules file and customer data")
@@ -294,6 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="a scripted run on SQLite you can watch in under a minute")
     p.add_argument("--database-url", help="default: a fresh SQLite file in a temp directory")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="then keep the engine and the kit running and print the console URL and a sign-in",
+    )
     p.set_defaults(func=cmd_demo)
     return parser
 

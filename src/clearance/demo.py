@@ -52,7 +52,7 @@ def _serve(app: Any, port: int) -> uvicorn.Server:
     return server
 
 
-def run_demo(database_url: str | None = None) -> int:
+def run_demo(database_url: str | None = None, keep: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="clearance-demo-"))
     (workdir / "rules.toml").write_text(sample_rules_text())
     (workdir / "customers.csv").write_text(CUSTOMERS)
@@ -99,7 +99,10 @@ def run_demo(database_url: str | None = None) -> int:
     )
     http = httpx.Client(base_url=engine_url, headers={"X-API-KEY": key}, timeout=10)
     try:
-        return _story(http, settings, runtime.clock, listener)
+        code = _story(http, settings, runtime.clock, listener)
+        if keep:
+            keep_running(runtime, engine_url, key)
+        return code
     finally:
         http.close()
         for server in reversed(servers):
@@ -211,3 +214,21 @@ def _story(http: httpx.Client, settings: Settings, clock: Clock, listener: Any) 
     ok = last == "executed"
     print("\ndemo " + ("finished." if ok else "did not finish in time."))
     return 0 if ok else 1
+
+
+def keep_running(runtime: Runtime, engine_url: str, key: str) -> None:
+    """`demo --keep`: the engine and the kit stay up so a new user can click through the story
+    in the console; Ctrl-C ends it."""
+    password = secrets.token_urlsafe(12)
+    runtime.store.upsert_user("demo", password, "admin", runtime.now_ms())
+    print(
+        f"\nconsole: {engine_url}/\n   sign in with User demo and Password {password}\n"
+        f"   (or leave User empty and use the admin key {key})\n"
+        "the engine and the integrator kit keep running; Ctrl-C stops them",
+        flush=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopped")
