@@ -30,8 +30,8 @@ def project(
     now_ms: int,
     frozen: bool,
 ) -> Projection:
-    left = max(0.0, ((deadline_ms or now_ms) - now_ms) / 1000)
-    elapsed_ms = max(0, now_ms - (processed_at_ms or now_ms))
+    left = max(0.0, ((now_ms if deadline_ms is None else deadline_ms) - now_ms) / 1000)
+    elapsed_ms = max(0, now_ms - (now_ms if processed_at_ms is None else processed_at_ms))
     rate = reviewed / (elapsed_ms / 1000) if elapsed_ms > 0 else 0.0
     remaining = max(0, target - reviewed)
     needed = remaining / rate if rate > 0 else None
