@@ -30,10 +30,29 @@ def _ms(value: Any) -> int | None:
     return None if value is None else to_ms(value)
 
 
-def live_state(runtime: Runtime, c: Campaign) -> dict[str, Any]:
+# Counts of campaigns that can no longer change (executed or canceled, nothing undelivered: no
+# send is added after execution and a delivered batch stays delivered), per store and campaign.
+_FINAL: dict[tuple[int, int], dict[str, int]] = {}
+
+
+def campaign_counts(runtime: Runtime, c: Campaign) -> dict[str, int]:
+    key = (id(runtime.store), c.campaign_id)
+    if key in _FINAL:
+        return _FINAL[key]
     counts = runtime.store.counts(c.campaign_id)
+    if c.state in (State.EXECUTED, State.CANCELED) and counts["undelivered"] == 0:
+        if len(_FINAL) > 10_000:
+            _FINAL.clear()
+        _FINAL[key] = counts
+    return counts
+
+
+def live_state(runtime: Runtime, c: Campaign) -> dict[str, Any]:
+    counts = campaign_counts(runtime, c)
     frozen = c.cleared_at is not None
-    reviewed = runtime.store.reviewed_count(c.campaign_id, frozen) if c.conditional else 0
+    # once frozen nobody is reviewed any more: the projection says so, no count needed
+    live = c.conditional and not frozen
+    reviewed = runtime.store.reviewed_count(c.campaign_id, False) if live else None
     now = runtime.now_ms()
     crb = _ms(c.clearance_required_by)
     out: dict[str, Any] = {
@@ -46,7 +65,12 @@ def live_state(runtime: Runtime, c: Campaign) -> dict[str, Any]:
     if c.conditional and c.processed_at is not None:
         stopped = frozen or c.state == State.CANCELED
         out["projection"] = project(
-            counts["target"], reviewed, _ms(c.processed_at), crb, now, stopped
+            counts["target"],
+            counts["approved"] if reviewed is None else reviewed,
+            _ms(c.processed_at),
+            crb,
+            now,
+            stopped,
         ).as_dict()
     return out
 

@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse
 
 from clearance.console.builder import preview_deadline, read_builder, read_upload
-from clearance.console.campaign_page import campaign_page_routes
+from clearance.console.campaign_page import campaign_counts, campaign_page_routes
 from clearance.console.render import page
 from clearance.console.session import Viewer, poster, runtime_of, viewer
 from clearance.console.targetfile import parse_target_file
@@ -28,7 +28,7 @@ def _list_rows(runtime: Runtime, state: str | None, search: str | None) -> list[
     out = []
     for row in runtime.store.list_campaigns(state, search, 100):
         c = runtime.store.campaign_of_row(row)
-        out.append({"c": c, "counts": runtime.store.counts(c.campaign_id)})
+        out.append({"c": c, "counts": campaign_counts(runtime, c)})
     return out
 
 

@@ -10,6 +10,7 @@ import orjson
 
 from clearance.clock import from_ms
 from clearance.domain import Campaign, ChannelRef, State, Template
+from clearance.store.db import Tx
 
 
 def _opt_time(ms: Any) -> Any:
@@ -62,3 +63,24 @@ def channels_json(channels: Sequence[ChannelRef]) -> str:
             for c in channels
         ]
     ).decode()
+
+
+def undelivered_seqs(tx: Tx, campaign_id: int) -> set[int]:
+    """The customers (seqs) with a send in a batch not delivered: the few such batches first,
+    then each one's short range of sends. (One join let SQLite walk every send of the campaign,
+    seconds for a million customers.)"""
+    pending: set[int] = set()
+    for channel_id, first_seq, last_seq in tx.fetchall(
+        "SELECT channel_id, first_seq, last_seq FROM send_batches "
+        "WHERE campaign_id = ? AND delivered_at IS NULL",
+        (campaign_id,),
+    ):
+        pending.update(
+            int(r[0])
+            for r in tx.fetchall(
+                "SELECT seq FROM sends WHERE campaign_id = ? AND channel_id = ? "
+                "AND seq >= ? AND seq <= ?",
+                (campaign_id, channel_id, first_seq, last_seq),
+            )
+        )
+    return pending

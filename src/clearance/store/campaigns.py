@@ -11,7 +11,7 @@ import orjson
 from clearance.clock import from_ms, to_ms
 from clearance.domain import Campaign, Reason, State
 from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
-from clearance.store.campaign_rows import campaign_from_row, channels_json
+from clearance.store.campaign_rows import campaign_from_row, channels_json, undelivered_seqs
 from clearance.store.db import Database, Tx
 from clearance.store.queries import query
 
@@ -282,17 +282,10 @@ class CampaignStore:
                 "SELECT COUNT(*) FROM (SELECT DISTINCT seq FROM sends WHERE campaign_id = ?) s",
                 (campaign_id,),
             )
-            # customers with a send in a batch not delivered (few batches: a short range each)
-            undelivered = tx.fetchone(
-                "SELECT COUNT(*) FROM (SELECT DISTINCT s.seq FROM send_batches b JOIN sends s "
-                "ON s.campaign_id = b.campaign_id AND s.channel_id = b.channel_id "
-                "AND s.seq >= b.first_seq AND s.seq <= b.last_seq "
-                "WHERE b.campaign_id = ? AND b.delivered_at IS NULL) u",
-                (campaign_id,),
-            )
+            pending = undelivered_seqs(tx, campaign_id)
         target = int(row["target_count"])
         n_with_sends = int(with_sends[0]) if with_sends else 0
-        n_undelivered = int(undelivered[0]) if undelivered else 0
+        n_undelivered = len(pending)
         done = row["state"] in (State.EXECUTED, State.CANCELED)
         return {
             "target": target,

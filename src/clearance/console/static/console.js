@@ -113,7 +113,8 @@
           ["target", "approved", "sent", "excluded", "undelivered"].forEach((k) => set("count-" + k, String(s.counts[k])));
           const bar = document.getElementById("approval-progress");
           if (bar) { bar.max = Math.max(1, s.counts.target); bar.value = s.counts.approved; }
-          set("approval-text", s.counts.approved + " of " + s.counts.target + " approved, " + s.reviewed + " reviewed");
+          set("approval-text", s.counts.approved + " of " + s.counts.target + " approved" +
+            (s.reviewed != null ? ", " + s.reviewed + " reviewed" : ""));
           const pr = document.getElementById("projection");
           if (pr && s.projection) { pr.textContent = words[s.projection.status](s.projection); pr.className = "projection " + s.projection.status; }
           if (s.state !== live.dataset.state) { window.location.reload(); return; }
