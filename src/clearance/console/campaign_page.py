@@ -39,7 +39,7 @@ def campaign_counts(runtime: Runtime, c: Campaign) -> dict[str, int]:
     key = (id(runtime.store), c.campaign_id)
     if key in _FINAL:
         return _FINAL[key]
-    counts = runtime.store.counts(c.campaign_id)
+    counts = runtime.store.executed_counts(c.campaign_id) or runtime.store.counts(c.campaign_id)
     if c.state in (State.EXECUTED, State.CANCELED) and counts["undelivered"] == 0:
         if len(_FINAL) > 10_000:
             _FINAL.clear()

@@ -7,9 +7,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from clearance.domain import State
 from clearance.store.access import hash_key
-from clearance.store.campaign_rows import campaign_from_row
+from clearance.store.campaign_rows import campaign_from_row, undelivered_seqs
 from clearance.store.campaigns import (
     _HAS_SEND,
     _IN_UNDELIVERED_BATCH,
@@ -249,3 +251,32 @@ class ConsoleStore:
                 [*params, latency_sample],
             )
         return {r[0]: int(r[1]) for r in by_outcome}, [float(r[0]) for r in latencies]
+
+    def executed_counts(self, campaign_id: int) -> dict[str, int] | None:
+        """`counts` of an executed campaign without counting a million rows: the executor's own
+        ledger (`sends_count`, committed with every chunk of sends: one send per approved customer
+        and channel) gives the customers with sends, who are exactly the approved ones; only the
+        few open batches are read. Equal to `counts` (tests/integration/test_console_counts.py).
+        None when the campaign is not executed (use `counts`)."""
+        with self.db.reader() as tx:
+            row = tx.fetchone(
+                "SELECT state, target_count, sends_count, channels, conditional FROM campaigns "
+                "WHERE campaign_id = ?",
+                (campaign_id,),
+            )
+            if row is None or row[0] != State.EXECUTED:
+                return None
+            width = len(orjson.loads(row[3]))
+            if width == 0 or int(row[2]) % width:
+                return None  # not what the executor writes: count the slow, sure way
+            with_sends = int(row[2]) // width
+            undelivered = len(undelivered_seqs(tx, campaign_id))
+        target = int(row[1])
+        return {
+            "target": target,
+            # approvals only exist for conditional campaigns (the others send to everyone)
+            "approved": with_sends if row[4] else 0,
+            "sent": with_sends - undelivered,
+            "undelivered": undelivered,
+            "excluded": target - with_sends,
+        }
