@@ -103,10 +103,23 @@ def test_every_endpoint_but_the_health_check_refuses_a_call_without_a_key(app, a
     calls = _every_route(app)
     assert ("POST", "/api/v1/events") in calls and ("GET", "/openapi.json") in calls
     assert ("GET", "/metrics") in calls and ("POST", "/api/v1/keys") in calls
+    console = [(m, p) for m, p in calls if p == "/" or p.startswith("/console")]
+    assert ("GET", "/console/campaigns") in console and ("POST", "/console/keys") in console
     for method, path in calls:
         r = anon.request(method, path, json={})
         if path == "/healthz":
             assert r.status_code == 200
+            continue
+        if (method, path) in console:  # the browser console: its own session, or sign in
+            if path == "/console/sign-in":
+                # the page is public; posting it needs the form's own token (CSRF): refused
+                assert r.status_code == (200 if method == "GET" else 403), (method, path)
+            elif path.startswith("/console/static"):
+                continue
+            else:
+                assert r.status_code in (303, 307), (method, path, r.status_code, r.text)
+                where = "/console/campaigns" if path == "/" else "/console/sign-in"
+                assert r.headers["location"] == where, (method, path)
             continue
         assert r.status_code == 401, (method, path, r.status_code, r.text)
         assert r.json()["error"] == "Unauthorized"
