@@ -162,3 +162,40 @@ def test_integrations_key_and_wrong_password_get_no_console(page: Any, served: S
     page.get_by_role("button", name="Sign out").click()
     page.goto(served.url + "/console/campaigns")
     assert page.url.endswith("/console/sign-in")
+
+
+def test_a_user_created_with_the_cli_signs_in(page: Any, served: Served) -> None:
+    from tests.acceptance.test_cli import run_cli
+
+    url = served.env["CLEARANCE_DATABASE_URL"]
+    short = run_cli(
+        "users", "create", "alice", "--database-url", url, env={"CLEARANCE_NEW_PASSWORD": "short"}
+    )
+    assert short.returncode == 2 and "8 to 1000" in short.stderr
+    made = run_cli(
+        "users",
+        "create",
+        "alice",
+        "--database-url",
+        url,
+        env={"CLEARANCE_NEW_PASSWORD": "alice-s3cret"},
+    )
+    assert made.returncode == 0, made.stderr
+    assert "alice-s3cret" not in made.stdout + made.stderr
+    sign_in(page, served.url, user="alice", password="alice-s3cret")
+    page.wait_for_url("**/console/campaigns")
+    assert page.locator(".who").inner_text() == "alice"
+    # an integrations user gets no console
+    run_cli(
+        "users",
+        "create",
+        "bob",
+        "--access",
+        "integrations",
+        "--database-url",
+        url,
+        env={"CLEARANCE_NEW_PASSWORD": "bob-s3cret-pw"},
+    )
+    page.context.clear_cookies()
+    sign_in(page, served.url, user="bob", password="bob-s3cret-pw")
+    assert "no console access" in page.locator(".error").inner_text()
