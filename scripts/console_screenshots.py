@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="clearance-shots-"))
     rnd = random.Random(7)
     customers = {
-        f"C-{i:04d}": (rnd.choice(COUNTRIES), rnd.choice([5, 40, 80, 150, 300]))
-        for i in range(600)
+        f"C-{i:04d}": (rnd.choice(COUNTRIES), rnd.choice([5, 40, 80, 150, 300])) for i in range(600)
     }
     (work / "customers.csv").write_text(
         "customer_id,country,deposit,status,self_excluded\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from starlette.datastructures import FormData
 
@@ -41,7 +42,10 @@ def operations_router() -> APIRouter:
 
     @r.post("/console/listeners")
     async def register(request: Request, who: Poster) -> Response:
-        form = await request.form()
+        form = await request.form()  # the store work below runs off the event loop
+        return await run_in_threadpool(_register, request, who, form)
+
+    def _register(request: Request, who: Viewer, form: FormData) -> Response:
         runtime = runtime_of(request)
         raw_type = _text(form, "event_type_id") or "5"
         raw_channel = _text(form, "channel_id")
@@ -74,7 +78,10 @@ def operations_router() -> APIRouter:
 
     @r.post("/console/keys")
     async def create_key(request: Request, who: Poster) -> Response:
-        form = await request.form()
+        form = await request.form()  # the store work below runs off the event loop
+        return await run_in_threadpool(_create_key, request, who, form)
+
+    def _create_key(request: Request, who: Viewer, form: FormData) -> Response:
         runtime = runtime_of(request)
         kind = _text(form, "type")
         if kind not in ("admin", "integrations"):
@@ -93,7 +100,10 @@ def operations_router() -> APIRouter:
 
     @r.post("/console/keys/revoke")
     async def revoke(request: Request, who: Poster) -> Response:
-        form = await request.form()
+        form = await request.form()  # the store work below runs off the event loop
+        return await run_in_threadpool(_revoke, request, who, form)
+
+    def _revoke(request: Request, who: Viewer, form: FormData) -> Response:
         runtime = runtime_of(request)
         key_id = _text(form, "key_id")
         try:
