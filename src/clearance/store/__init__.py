@@ -8,12 +8,22 @@ from clearance.store.access import AccessStore, ChannelConfig, Principal
 from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
 from clearance.store.connect import open_database
 from clearance.store.db import Database
+from clearance.store.group_approvals import GroupApprovalResult, GroupApprovalStore
 from clearance.store.outbox import OutboxSend, OutboxStore, TriggeredBatch
+from clearance.store.send_groups import SendGroupStore
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
 
 
-class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore, OutboxStore):
+class Store(
+    AccessStore,
+    CampaignStore,
+    GroupApprovalStore,
+    SendGroupStore,
+    WorkStore,
+    TriggeredStore,
+    OutboxStore,
+):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -42,6 +52,7 @@ __all__ = [
     "CustomerOutcome",
     "DecisionRow",
     "GatewayConfig",
+    "GroupApprovalResult",
     "LeaseLost",
     "Notification",
     "OutboxSend",

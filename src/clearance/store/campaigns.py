@@ -23,6 +23,8 @@ FREEZE_APPROVALS = query("freeze_approvals", latest_approvals=LATEST_APPROVALS)
 
 
 APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
+# (customer id, attributes JSON[, send group id]): a V1 row, or one placed in a send group
+TargetRows = Sequence[tuple[str, str | None] | tuple[str, str | None, str | None]]
 SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[tuple[str, bool]], list[str]]]
 
 
@@ -43,12 +45,15 @@ class CustomerOutcome:
 
 
 OUTCOMES = ("sent", "undelivered", "excluded", "approved")
+# a send group's batch covers a range of positions shared with other groups' customers
+_SAME_GROUP = "(b.send_group_id IS NULL OR b.send_group_id = s.send_group_id)"
 # A customer's send lies in a batch that was never delivered (abandoned past the campaign's life,
 # or still pending while the campaign executes).
 _IN_UNDELIVERED_BATCH = (
     "EXISTS (SELECT 1 FROM sends s JOIN send_batches b ON b.campaign_id = s.campaign_id "
     "AND b.channel_id = s.channel_id AND b.first_seq <= s.seq AND b.last_seq >= s.seq "
-    "WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq AND b.delivered_at IS NULL)"
+    f"AND {_SAME_GROUP} WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq "
+    "AND b.delivered_at IS NULL)"
 )
 _HAS_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq)"
 
@@ -66,9 +71,7 @@ class CampaignStore:
         with self.db.reader() as tx:
             return campaign_from_row(self._get_row(tx, campaign_id))
 
-    def create_campaign(
-        self, c: Campaign, target: Sequence[tuple[str, str | None]], now_ms: int
-    ) -> Campaign:
+    def create_campaign(self, c: Campaign, target: TargetRows, now_ms: int) -> Campaign:
         """Insert a campaign (draft or scheduled) and its inline target group atomically."""
         with self.db.transaction() as tx:
             campaign_id = c.campaign_id
@@ -104,16 +107,15 @@ class CampaignStore:
     def _next_step_for_schedule(c: Campaign, now_ms: int) -> int:
         return max(now_ms, to_ms(c.process_at)) if c.process_at else now_ms
 
-    def _append_target(
-        self, tx: Tx, campaign_id: int, start: int, rows: Sequence[tuple[str, str | None]]
-    ) -> None:
+    def _append_target(self, tx: Tx, campaign_id: int, start: int, rows: TargetRows) -> None:
+        grouped = ("send_group_id",) if any(len(r) > 2 for r in rows) else ()  # V2: row's group
         try:
             tx.copy_rows(
                 "target_customers",
-                ("campaign_id", "seq", "customer_id", "attributes"),
+                ("campaign_id", "seq", "customer_id", "attributes", *grouped),
                 [
-                    (campaign_id, start + i, cid, attrs)
-                    for i, (cid, attrs) in enumerate(rows, start=1)
+                    (campaign_id, start + i, *(*r, None)[: 2 + len(grouped)])
+                    for i, r in enumerate(rows, 1)
                 ],
             )
         except Conflict as exc:
@@ -126,7 +128,7 @@ class CampaignStore:
             (start + len(rows), campaign_id),
         )
 
-    def add_target(self, campaign_id: int, rows: Sequence[tuple[str, str | None]]) -> int:
+    def add_target(self, campaign_id: int, rows: TargetRows) -> int:
         """Append customers to a draft campaign's target group; return the new size."""
         with self.db.transaction() as tx:
             row = self._get_row(tx, campaign_id, self.db.lock_update)
@@ -286,7 +288,7 @@ class CampaignStore:
             undelivered = tx.fetchone(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT s.seq FROM send_batches b JOIN sends s "
                 "ON s.campaign_id = b.campaign_id AND s.channel_id = b.channel_id "
-                "AND s.seq >= b.first_seq AND s.seq <= b.last_seq "
+                f"AND s.seq >= b.first_seq AND s.seq <= b.last_seq AND {_SAME_GROUP} "
                 "WHERE b.campaign_id = ? AND b.delivered_at IS NULL) u",
                 (campaign_id,),
             )
