@@ -24,7 +24,7 @@ from clearance.scheduled.membership import MembershipCache
 from clearance.scheduled.notifier import build_notifications
 from clearance.scheduled.placement import group_times, place_in_group
 from clearance.store import ApprovalResult, GroupApprovalResult, Store
-from clearance.store.campaigns import TargetRows
+from clearance.store.campaign_rows import TargetRows
 
 
 @dataclass

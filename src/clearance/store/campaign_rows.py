@@ -11,6 +11,12 @@ import orjson
 from clearance.clock import from_ms
 from clearance.domain import Campaign, ChannelRef, State, Template
 
+# (customer id, attributes JSON[, send group id]): a V1 row, or one placed in a send group
+TargetRows = Sequence[tuple[str, str | None] | tuple[str, str | None, str | None]]
+# a send group's batch covers a range of positions shared with other groups' customers, so a
+# send lies in a batch only if the group matches too (V1 batches have none)
+SAME_GROUP = "(b.send_group_id IS NULL OR b.send_group_id = s.send_group_id)"
+
 
 def _opt_time(ms: Any) -> Any:
     return None if ms is None else from_ms(int(ms))

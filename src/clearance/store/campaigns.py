@@ -11,7 +11,7 @@ import orjson
 from clearance.clock import from_ms, to_ms
 from clearance.domain import Campaign, Reason, State
 from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
-from clearance.store.campaign_rows import campaign_from_row, channels_json
+from clearance.store.campaign_rows import SAME_GROUP, TargetRows, campaign_from_row, channels_json
 from clearance.store.db import Database, Tx
 from clearance.store.queries import query
 
@@ -23,8 +23,6 @@ FREEZE_APPROVALS = query("freeze_approvals", latest_approvals=LATEST_APPROVALS)
 
 
 APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
-# (customer id, attributes JSON[, send group id]): a V1 row, or one placed in a send group
-TargetRows = Sequence[tuple[str, str | None] | tuple[str, str | None, str | None]]
 SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[tuple[str, bool]], list[str]]]
 
 
@@ -45,14 +43,12 @@ class CustomerOutcome:
 
 
 OUTCOMES = ("sent", "undelivered", "excluded", "approved")
-# a send group's batch covers a range of positions shared with other groups' customers
-_SAME_GROUP = "(b.send_group_id IS NULL OR b.send_group_id = s.send_group_id)"
 # A customer's send lies in a batch that was never delivered (abandoned past the campaign's life,
 # or still pending while the campaign executes).
 _IN_UNDELIVERED_BATCH = (
     "EXISTS (SELECT 1 FROM sends s JOIN send_batches b ON b.campaign_id = s.campaign_id "
     "AND b.channel_id = s.channel_id AND b.first_seq <= s.seq AND b.last_seq >= s.seq "
-    f"AND {_SAME_GROUP} WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq "
+    f"AND {SAME_GROUP} WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq "
     "AND b.delivered_at IS NULL)"
 )
 _HAS_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq)"
@@ -288,7 +284,7 @@ class CampaignStore:
             undelivered = tx.fetchone(
                 "SELECT COUNT(*) FROM (SELECT DISTINCT s.seq FROM send_batches b JOIN sends s "
                 "ON s.campaign_id = b.campaign_id AND s.channel_id = b.channel_id "
-                f"AND s.seq >= b.first_seq AND s.seq <= b.last_seq AND {_SAME_GROUP} "
+                f"AND s.seq >= b.first_seq AND s.seq <= b.last_seq AND {SAME_GROUP} "
                 "WHERE b.campaign_id = ? AND b.delivered_at IS NULL) u",
                 (campaign_id,),
             )
