@@ -9,12 +9,14 @@ from typing import Any
 
 from clearance.clock import from_ms, to_ms
 from clearance.domain import GroupState, SendGroup, State, parse_send_group_id
-from clearance.store.campaigns import LATEST_APPROVALS
+from clearance.store.campaigns import LATEST_AT, LATEST_STATUS
 from clearance.store.db import Tx
 from clearance.store.queries import query
 from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
 
-FREEZE_GROUP_APPROVALS = query("freeze_group_approvals", latest_approvals=LATEST_APPROVALS)
+FREEZE_GROUP_APPROVALS = query(
+    "freeze_group_approvals", latest_status=LATEST_STATUS, latest_at=LATEST_AT
+)
 _GROUP_COLUMNS = (
     "campaign_id, send_group_id, template_id, scheduled_at, clearance_required_by, state, "
     "target_count, exec_cursor, last_error"
@@ -211,7 +213,7 @@ class SendGroupStore(WorkStore):
                 ),
             ):
                 return False
-            tx.execute(FREEZE_GROUP_APPROVALS, (campaign_id, campaign_id, group_id))
+            tx.execute(FREEZE_GROUP_APPROVALS, (campaign_id, group_id))
             if not tx.fetchone(
                 "SELECT 1 FROM send_groups WHERE campaign_id = ? AND state = ? LIMIT 1",
                 (campaign_id, GroupState.AWAITING.value),

@@ -1,6 +1,7 @@
--- The freeze of one send group (freeze_approvals.sql for the group's customers only).
--- {latest_approvals}: latest_approvals.sql.
-UPDATE target_customers SET approval = a.status, approval_at = a.at
-FROM ({latest_approvals}) AS a
-WHERE target_customers.campaign_id = ? AND target_customers.send_group_id = ?
-    AND target_customers.customer_id = a.customer_id AND a.rn = 1
+-- The freeze of one send group: each of its customers' approval that counts, written onto its
+-- row. Driven from the group's rows with one index probe each ({latest_status}, {latest_at}:
+-- latest_approval_column.sql), so the plan cannot turn into a scan of every approval per row.
+UPDATE target_customers AS t SET approval = {latest_status}, approval_at = {latest_at}
+WHERE t.campaign_id = ? AND t.send_group_id = ?
+    AND EXISTS (SELECT 1 FROM approvals a WHERE a.campaign_id = t.campaign_id
+        AND a.customer_id = t.customer_id)
