@@ -164,10 +164,12 @@ class ScheduledService:
     def _approve_groups(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]]
     ) -> GroupApprovalResult:
-        """Each entry to its customer's send group; a 409 only when every entry was refused for
-        its group's deadline (so a one-group campaign answers as a V1 one)."""
+        """Each entry to its customer's send group; a 409 only when every entry for the target
+        group was refused for its group's deadline (so a one-group campaign answers as a V1 one,
+        outsiders included)."""
         result = self.store.apply_group_approvals(campaign_id, entries, self.now_ms)
-        if entries and len(result.deadline_passed) == len(entries):
+        late, outside = len(result.deadline_passed), len(result.not_in_target_group)
+        if late and late + outside == len(entries):
             texts = [
                 format_wire_time(from_ms(int(d)), self.settings.tz)
                 for d in result.refused_groups.values()
