@@ -57,7 +57,10 @@ def test_a_frozen_groups_approvals_are_refused_per_entry_while_the_next_groups_a
     cid = c.campaign_id
     worker.drain()
     engine.approve(cid, [("g0c0", True), ("g0c1", True)])
-    clock.advance(minutes=90)  # group 0's deadline
+    clock.advance(minutes=90)  # group 0's deadline, exactly: late before its freeze has run
+    with pytest.raises(DeadlinePassed):
+        engine.approve(cid, [("g0c3", True)])
+    assert engine.approve(cid, [("g1c3", True), ("g0c3", False)]).deadline_passed == ["g0c3"]
     worker.drain()
     [g0, g1, g2] = store.send_groups(cid)
     assert (g0.state, g1.state, g2.state) == ("cleared", "awaiting", "awaiting")
@@ -71,7 +74,7 @@ def test_a_frozen_groups_approvals_are_refused_per_entry_while_the_next_groups_a
         g0.clearance_required_by, engine.settings.tz
     )
     status = {g.send_group_id: g.approved for g in engine.send_groups(cid)}
-    assert status == {g0.send_group_id: 2, g1.send_group_id: 1, g2.send_group_id: 1}
+    assert status == {g0.send_group_id: 2, g1.send_group_id: 2, g2.send_group_id: 1}
 
 
 def sends_by_group(store, cid):
