@@ -145,6 +145,16 @@ class SendGroupStore(WorkStore):
 
     # --- steps under a lease --------------------------------------------------------------------
     def claim_due_group(self, now_ms: int, owner: str, lease_until: int) -> tuple[int, str] | None:
+        # a plain read first: with no group due (every V1 deployment) the worker's loop takes no
+        # write transaction for groups (on SQLite, the one writer's lock approvals wait for)
+        with self.db.reader() as tx:
+            if not tx.fetchone(
+                "SELECT 1 FROM send_groups g WHERE g.next_step_at <= ? AND EXISTS (SELECT 1 "
+                "FROM campaigns c WHERE c.campaign_id = g.campaign_id AND c.state IN (?, ?)) "
+                "LIMIT 1",
+                (now_ms, State.AWAITING_CLEARANCE.value, State.CLEARED.value),
+            ):
+                return None
         with self.db.transaction() as tx:
             row = tx.fetchone(
                 query("claim_due_group", skip_locked=self.db.skip_locked),
