@@ -48,3 +48,43 @@ def wait_until(what: str, seconds: float, check: Callable[[], Any]) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def new_grouped_campaign(
+    engine: ScheduledService,
+    groups: list[tuple[timedelta, int]],
+    *,
+    conditional: bool = True,
+    execute_in: timedelta = timedelta(hours=2),
+    channels: tuple[int, ...] = (504,),
+    templates: tuple[int, ...] = (),
+) -> Campaign:
+    """A campaign with send groups: per (send time from now, customers), customers g{k}c{i}
+    at that time; group k uses templates[k] when given (one of the first channel's)."""
+    first = channels[0]
+    c = Campaign(
+        campaign_id=0,
+        name="grouped",
+        execute_at=engine.clock.now() + execute_in,
+        duration_days=1,
+        conditional=conditional,
+        action_id=7,
+        action_name="bonus",
+        promo_codes=["P1", "P2"],
+        channels=[
+            ChannelRef(
+                ch,
+                f"ch{ch}",
+                tuple(Template(t, "t") for t in (*templates, ch * 10) if ch == first)
+                or (Template(ch * 10, "t"),),
+            )
+            for ch in channels
+        ],
+        state=State.SCHEDULED,
+    )
+    rows: list[tuple[str, str | None, str | None]] = []
+    for k, (offset, n) in enumerate(groups):
+        template = templates[k] if k < len(templates) else None
+        gid = engine.place(c, engine.clock.now() + offset, template)
+        rows += [(f"g{k}c{i}", None, gid) for i in range(n)]
+    return engine.create_campaign(c, rows)

@@ -24,6 +24,12 @@ class Settings:
     # To rotate, list the new and the old secret separated by a space: both sign until the old goes.
     signing_secret: str | None = None
     default_clearance_lead_seconds: int = 1800
+    # the heads-up to a campaign's owners before each send group's ClearanceRequiredBy: a JSON
+    # webhook (unset: none is sent), how long before the deadline, and the approval rate below
+    # which the deadline counts as at risk
+    heads_up_url: str | None = None
+    heads_up_lead_seconds: int = 900
+    heads_up_at_risk_below: float = 0.8
     worker_poll_seconds: float = 0.5
     lease_seconds: float = 30.0
     execution_chunk: int = 5000

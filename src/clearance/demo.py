@@ -112,6 +112,7 @@ def run_demo(database_url: str | None = None, keep: bool = False) -> int:
 
 def _story(http: httpx.Client, settings: Settings, clock: Clock, listener: Any) -> int:
     execute_at = clock.now() + timedelta(seconds=8)
+    later = format_wire_time(execute_at + timedelta(seconds=4), settings.tz)
     ids = [line.split(",")[0] for line in CUSTOMERS.splitlines()[1:]]
     http.post(
         "/api/v1/campaigns",
@@ -124,17 +125,28 @@ def _story(http: httpx.Client, settings: Settings, clock: Clock, listener: Any) 
             "clearance_lead_seconds": 4,
             "action": {"id": 77, "name": "Reload bonus", "promo_codes": ["RELOAD10"]},
             "channels": [
-                {"id": 504, "name": "Email", "templates": [{"id": 9001, "name": "reload"}]}
+                {
+                    "id": 504,
+                    "name": "Email",
+                    "templates": [
+                        {"id": 9001, "name": "reload"},
+                        {"id": 9002, "name": "reload, evening"},
+                    ],
+                }
             ],
-            "target_group": [{"customer_id": c} for c in ids],
+            # two send groups (Conditional Execution V2): half at the campaign's time with its
+            # first template, half 4 s later with the second, each with its own deadline
+            "target_group": [{"customer_id": c} for c in ids[:5]]
+            + [{"customer_id": c, "send_at": later, "template_id": 9002} for c in ids[5:]],
         },
     ).raise_for_status()
     print(
-        f"3. scheduled conditional campaign 1001: {len(ids)} customers, executes at "
-        f"{format_wire_time(execute_at, settings.tz)}"
+        f"3. scheduled conditional campaign 1001: {len(ids)} customers in two send groups, "
+        f"executing at {format_wire_time(execute_at, settings.tz)} and {later}"
     )
+    shown = False
     last = None
-    deadline = time.time() + 40
+    deadline = time.time() + 45
     campaign: dict[str, Any] = {}
     while time.time() < deadline:
         campaign = http.get("/api/v1/campaigns/1001").json()
@@ -146,6 +158,14 @@ def _story(http: httpx.Client, settings: Settings, clock: Clock, listener: Any) 
                 else ""
             )
             print(f"   state: {last}{extra}")
+        if last == "awaiting_clearance" and not shown:
+            shown = True
+            for g in http.get("/api/v1/campaigns/1001/send-groups").json():
+                print(
+                    f"   send group {g['send_group_id']}: {g['target']} customers, template "
+                    f"{g['template_id']}, at {g['scheduled_time']}, clearance required by "
+                    f"{g['clearance_required_by']}"
+                )
         if last == "executed":
             break
         time.sleep(0.1)

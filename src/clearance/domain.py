@@ -204,3 +204,56 @@ def check_page(top: int | None, skip: int | None) -> tuple[int, int]:
     if offset < 0:
         raise InvalidInput("$skip must be >= 0", field="$skip")
     return size, offset
+
+
+# --- send groups (Conditional Execution V2) -----------------------------------------------------
+class GroupState(StrEnum):
+    """A send group's own step: notified and awaiting clearance, frozen, executing, done."""
+
+    AWAITING = "awaiting"
+    CLEARED = "cleared"
+    EXECUTING = "executing"
+    EXECUTED = "executed"
+
+
+_GROUP_TIME = "%Y%m%dT%H%M%SZ"
+
+
+def send_group_id(template_id: int | None, scheduled_at: datetime) -> str:
+    """The stable id of the customers scheduled for one template at one send time."""
+    return f"{template_id or 0}@{scheduled_at.astimezone(UTC).strftime(_GROUP_TIME)}"
+
+
+def parse_send_group_id(group_id: str) -> tuple[int | None, datetime]:
+    """(template id, send time) back from `send_group_id`; InvalidInput for anything else."""
+    template, _, when = group_id.partition("@")
+    try:
+        scheduled = datetime.strptime(when, _GROUP_TIME).replace(tzinfo=UTC)
+        template_id = int(template)
+    except ValueError as exc:
+        raise InvalidInput(f"{group_id!r} is not a SendGroupID", field="SendGroupID") from exc
+    return template_id or None, scheduled
+
+
+@dataclass(frozen=True)
+class SendGroup:
+    campaign_id: int
+    send_group_id: str
+    template_id: int | None
+    scheduled_at: datetime
+    clearance_required_by: datetime | None
+    state: GroupState
+    target_count: int
+    exec_cursor: int = 0
+    last_error: str | None = None
+
+    def template_for(self, channel: ChannelRef) -> int | None:
+        """The group's template on a channel that has it, else the channel's first."""
+        ids = [t.id for t in channel.templates]
+        if self.template_id in ids:
+            return self.template_id
+        return ids[0] if ids else None
+
+
+def first_template(channels: list[ChannelRef]) -> int | None:
+    return next((ch.templates[0].id for ch in channels if ch.templates), None)

@@ -61,6 +61,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.heads_ups = Counter(
+            "clearance_heads_ups",
+            "Heads-ups sent before a send group's deadline, by whether the deadline was at risk",
+            ["at_risk"],
+            registry=r,
+        )
         self.sends = Counter(
             "clearance_sends", "Sends recorded by channel and kind", ["channel", "kind"], registry=r
         )

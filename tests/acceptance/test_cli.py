@@ -323,6 +323,9 @@ def test_demo_runs_and_explains_every_exclusion():
     assert "EXCLUDED  C-1009  refused — promo activation failed" in r.stdout
     assert "SENT      C-1001" in r.stdout
     assert "C-1001: SENT" in r.stdout and "V-77: not sent" in r.stdout
+    # the scheduled campaign in two send groups, each with its own deadline
+    groups = [line for line in r.stdout.splitlines() if line.strip().startswith("send group ")]
+    assert len(groups) == 2 and "template 9001" in groups[0] and "template 9002" in groups[1]
 
 
 def test_cli_keys_logs_are_json_lines_with_request_ids_and_no_keys(served):

@@ -16,7 +16,13 @@ with a small pure-Python model of the rules:
   calls goes to false;
 - canceled campaigns send nothing (reason `campaign_canceled`); non-conditional campaigns send to
   the whole target group; everyone else is `refused`, `approved_late` or `not_approved`;
-- exactly one send per sent customer per channel.
+- exactly one send per sent customer per channel;
+- send groups (Conditional Execution V2): a campaign may place its customers in 3 groups sent 0,
+  1 and 2 s after execute_at (deadlines 1 s apart); each group's entries count before its own
+  deadline and are refused after it (named in `DeadlinePassed`; the call is a 409 only when every
+  entry was late); each group freezes and executes on its own; the campaign is awaiting clearance
+  while a group is, cleared when all are frozen, executed when all are; a cancel keeps the sends of
+  groups already executed.
 """
 
 from __future__ import annotations
@@ -64,9 +70,49 @@ class Model:
     crb: datetime | None = None
     words: dict[str, list[tuple[int, bool]]] = field(default_factory=dict)  # (at, status)s
     late: set[str] = field(default_factory=set)
+    offsets: tuple[int, ...] = ()  # send groups: seconds after execute_at; () = V1
+    groups: list[str] = field(default_factory=list)  # each group's state
+
+    def group_of(self, customer: str) -> int:
+        return int(customer.rsplit("-", 1)[1]) % len(self.offsets)
+
+    def deadlines(self) -> list[datetime]:
+        if not self.offsets:
+            return [] if self.crb is None else [self.crb]
+        base = self.execute_at - timedelta(seconds=self.lead)
+        return [base + timedelta(seconds=o) for o in self.offsets]
+
+    def is_open(self, customer: str, now: datetime) -> bool:
+        """Whether an approval for `customer` counts now (the campaign awaits clearance)."""
+        if not self.offsets:
+            return self.crb is not None and now < self.crb
+        return now < self.deadlines()[self.group_of(customer)]
+
+    def _group_step(self, now: datetime) -> bool:
+        changed = False
+        deadlines = self.deadlines()
+        for k, g in enumerate(self.groups):
+            if g == "awaiting" and now >= deadlines[k]:
+                self.groups[k] = "cleared"
+                changed = True
+            elif g == "cleared" and now >= self.execute_at + timedelta(seconds=self.offsets[k]):
+                self.groups[k] = "executed"
+                changed = True
+        if all(g == "executed" for g in self.groups):
+            self.state = "executed"
+        elif "awaiting" not in self.groups:
+            self.state = "cleared"
+        return changed
 
     def step(self, now: datetime) -> bool:
         """One worker step, if one is due; False when none is."""
+        if self.offsets and self.state == "scheduled":
+            self.groups = ["awaiting" if self.conditional else "cleared" for _ in self.offsets]
+            self.state = "awaiting_clearance" if self.conditional else "cleared"
+            self.crb = self.deadlines()[0] if self.conditional else None
+            return True
+        if self.offsets:
+            return self.state in ("awaiting_clearance", "cleared") and self._group_step(now)
         if self.state == "scheduled":
             if self.conditional:
                 self.state, self.crb = (
@@ -94,7 +140,9 @@ class Model:
     def expected_outcomes(self) -> dict[str, tuple[str, str | None]]:
         out: dict[str, tuple[str, str | None]] = {}
         for c in self.customers:
-            if self.state == "canceled":
+            ran = bool(self.offsets) and self.groups[self.group_of(c)] == "executed"
+            kept = ran and (not self.conditional or bool(self.final_word(c)))
+            if self.state == "canceled" and not kept:
                 out[c] = ("excluded", "campaign_canceled")
             elif not self.conditional:
                 out[c] = ("sent", None)
@@ -129,10 +177,16 @@ def make_machine(
             stats["examples"] += 1
 
         # --- actions ---------------------------------------------------------------------------
-        @initialize(target=campaigns, size=st.integers(1, 3), lead=st.sampled_from([None, 600]))
-        def first_campaign(self, size: int, lead: int | None) -> Model | Any:
-            """Every example starts with a processed conditional campaign awaiting clearance."""
-            return self.create(True, size, 3600, lead, True)
+        @initialize(
+            target=campaigns,
+            size=st.integers(1, 3),
+            lead=st.sampled_from([None, 600]),
+            grouped=st.booleans(),
+        )
+        def first_campaign(self, size: int, lead: int | None, grouped: bool) -> Model | Any:
+            """Every example starts with a processed conditional campaign awaiting clearance
+            (half of them in send groups)."""
+            return self.create(True, size, 3600, lead, True, grouped)
 
         @rule(
             target=campaigns,
@@ -141,9 +195,16 @@ def make_machine(
             execute_in=st.sampled_from([300, 660, 1800, 1801, 2400, 3600, 7200]),
             lead=st.sampled_from([None, 60, 600]),
             then_worker=st.sampled_from([True, True, False]),
+            grouped=st.sampled_from([False, True]),
         )
         def create(
-            self, conditional: bool, size: int, execute_in: int, lead: int | None, then_worker: bool
+            self,
+            conditional: bool,
+            size: int,
+            execute_in: int,
+            lead: int | None,
+            then_worker: bool,
+            grouped: bool = False,
         ) -> Model | Any:
             cid = next(ids)
             now = clock.now()
@@ -158,6 +219,18 @@ def make_machine(
                 "channels": [{"id": ch} for ch in CHANNELS],
                 "target_group": [{"customer_id": c} for c in customers],
             }
+            # a group exists only with customers in it; one customer alone is in the campaign's
+            # own group, which makes a V1 campaign
+            offsets = (0, 1, 2)[:size] if grouped and size > 1 else ()
+            if offsets:  # group 0: the campaign's time and first template; 1, 2: their own
+                body["channels"][0]["templates"] = [{"id": 1}, {"id": 2}]
+                for i, row in enumerate(body["target_group"]):
+                    k = i % 3
+                    if k:
+                        row["send_at"] = wire_time(execute_at + timedelta(seconds=k))
+                    if k == 1:
+                        row["template_id"] = 2
+                stats["created_grouped"] += 1
             if lead is not None:
                 body["clearance_lead_seconds"] = lead
             r = http.post("/api/v1/campaigns", json=body)
@@ -169,7 +242,7 @@ def make_machine(
                 return multiple()
             assert r.status_code == 201, r.text
             assert r.json()["state"] == "scheduled"
-            model = Model(cid, conditional, customers, execute_at, effective)
+            model = Model(cid, conditional, customers, execute_at, effective, offsets=offsets)
             self.models.append(model)
             stats["created"] += 1
             if then_worker:  # most campaigns get processed before the next action
@@ -210,7 +283,31 @@ def make_machine(
                 assert r.status_code == 409, r.text
                 why = model.state if model.conditional else "not_conditional"
                 stats[f"approve_409_{why}"] += 1
-            elif model.state == "awaiting_clearance" and model.crb and now < model.crb:
+            elif model.offsets and model.state != "awaiting_clearance":
+                assert r.status_code == 409, r.text  # cleared or executed: every group is frozen
+                assert "ClearanceRequiredBy" in r.json()
+                model.late |= {c for c, s in members.items() if s}
+                stats["approve_409_late_groups"] += 1
+            elif model.offsets and not any(model.is_open(c, now) for c in members):
+                assert r.status_code == 409, r.text  # every entry for the target group late
+                assert "ClearanceRequiredBy" in r.json()
+                model.late |= {c for c, s in members.items() if s}
+                stats["approve_409_late_groups"] += 1
+            elif model.offsets:  # each entry to its group
+                late = [c for c in members if not model.is_open(c, now)]
+                assert r.status_code == 200, r.text
+                assert r.json() == {
+                    "Applied": len(members) - len(late),
+                    "NotInTargetGroup": [OUTSIDER] if outsider else [],
+                    "DeadlinePassed": late,
+                }
+                for c, s in members.items():
+                    if c not in late:
+                        model.words.setdefault(c, []).append((to_ms(now), s))
+                    elif s:
+                        model.late.add(c)
+                stats["approve_200_groups" + ("_partly_late" if late else "")] += 1
+            elif model.state == "awaiting_clearance" and model.is_open("", now):
                 assert r.status_code == 200, r.text
                 assert r.json() == {
                     "Applied": len(members),
@@ -243,15 +340,26 @@ def make_machine(
         def advance(self, seconds: int) -> None:
             clock.advance(seconds)
 
-        @rule(model=campaigns, before_ms=st.sampled_from([0, 0, 1]))
-        def advance_to_deadline(self, model: Model, before_ms: int) -> None:
-            """Exactly onto a ClearanceRequiredBy (a tie is late), or a millisecond before it."""
-            if model.crb is None:
+        @rule(model=campaigns, before_ms=st.sampled_from([0, 0, 1]), k=st.integers(0, 2))
+        def advance_to_deadline(self, model: Model, before_ms: int, k: int) -> None:
+            """Exactly onto a ClearanceRequiredBy (a tie is late), or a millisecond before it; with
+            send groups, onto one of the groups' deadlines."""
+            deadlines = model.deadlines()
+            if not deadlines:
                 return
-            target = model.crb - timedelta(milliseconds=before_ms)
+            target = deadlines[k % len(deadlines)] - timedelta(milliseconds=before_ms)
             if target > clock.now():
                 clock.set(target)
                 stats["to_deadline"] += 1
+
+        @rule(model=campaigns, k=st.integers(0, 1))
+        def between_group_deadlines(self, model: Model, k: int) -> None:
+            """With send groups: half a second after group k's deadline, before the next one's."""
+            if model.offsets and model.crb is not None:
+                target = model.deadlines()[k] + timedelta(milliseconds=500)
+                if target > clock.now():
+                    clock.set(target)
+                    stats["between_deadlines"] += 1
 
         @rule()
         def worker_step(self) -> None:

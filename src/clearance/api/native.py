@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -58,6 +59,9 @@ class ActionIn(Strict):
 class TargetIn(Strict):
     customer_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
     attributes: dict[str, Any] = Field(default_factory=dict)
+    # Conditional Execution V2: the customer's own send time and template (its send group)
+    send_at: Annotated[str, Field(max_length=40)] | None = None
+    template_id: SmallId | None = None
 
 
 class CampaignIn(Strict):
@@ -133,9 +137,9 @@ def _attrs(attributes: dict[str, Any]) -> str | None:
     return orjson.dumps(attributes).decode() if attributes else None
 
 
-def _check_unique(rows: list[tuple[str, str | None]]) -> None:
+def _check_unique(rows: list[Any]) -> None:
     seen: set[str] = set()
-    for cid, _ in rows:
+    for cid, *_ in rows:
         if cid in seen:
             raise InvalidInput(
                 f"customer {cid!r} appears twice in the target group", field="customer_id"
@@ -173,8 +177,12 @@ def native_router() -> APIRouter:
             state=State.DRAFT if body.draft else State.SCHEDULED,
             clearance_lead_seconds=body.clearance_lead_seconds,
         )
-        target = [
-            (check_customer_id(t.customer_id, "target_group.customer_id"), _attrs(t.attributes))
+        target: list[Any] = [
+            (
+                check_customer_id(t.customer_id, "target_group.customer_id"),
+                _attrs(t.attributes),
+                *_placed(runtime, campaign, t.send_at, t.template_id),
+            )
             for t in body.target_group or ()
         ]
         _check_unique(target)
@@ -195,6 +203,11 @@ def native_router() -> APIRouter:
     def get_campaign(campaign_id: int, runtime: RuntimeDep, who: Admin) -> CampaignOut:
         return campaign_out(runtime, campaign_id)
 
+    @r.get("/campaigns/{campaign_id}/send-groups")
+    def send_groups(campaign_id: int, runtime: RuntimeDep, who: Admin) -> list[dict[str, Any]]:
+        """Each send group with its own deadline countdown and counts (a V1 campaign: one)."""
+        return [asdict(g) for g in runtime.scheduled.send_groups(campaign_id)]
+
     @r.post("/campaigns/{campaign_id}/target-group")
     async def upload_target(campaign_id: int, request: Request, who: Admin) -> dict[str, int]:
         """Append customers to a draft campaign: a JSON array, NDJSON, or CSV with a
@@ -209,7 +222,8 @@ def native_router() -> APIRouter:
             items = await read_json(request, runtime.settings.max_body_bytes)
             if not isinstance(items, list):
                 raise InvalidInput("body must be a JSON array of {customer_id, attributes}")
-        rows = [_target_row(item, i) for i, item in enumerate(items)]
+        campaign = await run_in_threadpool(runtime.store.get_campaign, campaign_id)
+        rows = [_target_row(item, i, runtime, campaign) for i, item in enumerate(items)]
         _check_unique(rows)
         size = await run_in_threadpool(runtime.store.add_target, campaign_id, rows)
         await run_in_threadpool(
@@ -311,10 +325,20 @@ def _channel_directory(raw: str | None) -> str | None:
     return None if raw is None else check_subdirectory(raw)
 
 
-def _target_row(item: Any, i: int) -> tuple[str, str | None]:
+def _placed(
+    runtime: Runtime, c: Campaign, send_at: str | None, template_id: int | None
+) -> tuple[str, ...]:
+    """() for a V1 row; (send group id,) for a row with its own send time or template."""
+    if send_at is None and template_id is None:
+        return ()
+    when = parse_time(send_at, runtime.settings.tz, "send_at") if send_at else None
+    return (runtime.scheduled.place(c, when, template_id),)
+
+
+def _target_row(item: Any, i: int, runtime: Runtime, c: Campaign) -> Any:
     if not isinstance(item, dict):
         raise InvalidInput(f"target_group[{i}] must be an object", field=f"target_group[{i}]")
-    extra = set(item) - {"customer_id", "attributes"}
+    extra = set(item) - {"customer_id", "attributes", "send_at", "template_id"}
     if extra:
         raise InvalidInput(
             f"target_group[{i}] has unknown fields {sorted(extra)}", field=f"target_group[{i}]"
@@ -325,7 +349,12 @@ def _target_row(item: Any, i: int) -> tuple[str, str | None]:
             f"target_group[{i}].attributes must be an object", field=f"target_group[{i}].attributes"
         )
     cid = check_customer_id(item.get("customer_id"), f"target_group[{i}].customer_id")
-    return cid, _attrs(attributes)
+    send_at, template = item.get("send_at"), item.get("template_id")
+    if send_at is not None and not isinstance(send_at, str):
+        raise InvalidInput(f"target_group[{i}].send_at must be a time string", field="send_at")
+    if template is not None and (isinstance(template, bool) or not isinstance(template, int)):
+        raise InvalidInput(f"target_group[{i}].template_id must be an integer", field="template_id")
+    return (cid, _attrs(attributes), *_placed(runtime, c, send_at, template))
 
 
 async def _read_ndjson(request: Request, runtime: Runtime) -> list[Any]:

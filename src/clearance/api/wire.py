@@ -19,6 +19,7 @@ from clearance.api.body import read_json
 from clearance.api.deps import runtime_of
 from clearance.api.ratelimit import LoginThrottle
 from clearance.api.responses import JSON
+from clearance.api.wire_groups import approval_reply, grouped_page
 from clearance.channels import send_id
 from clearance.clock import from_ms
 from clearance.domain import (
@@ -188,12 +189,13 @@ async def processed_customers(request: Request, runtime: Runtime, who: Principal
         )
     raw_attrs = q.get("CustomerAttributes")
     names = [a.strip() for a in raw_attrs.split(delimiter) if a.strip()] if raw_attrs else []
-    body = await run_in_threadpool(_processed_page, runtime, campaign_id, top, skip, names)
+    group = q.get("SendGroupID") or None
+    body = await run_in_threadpool(_processed_page, runtime, campaign_id, top, skip, names, group)
     return Response(body, media_type="application/json")
 
 
 def _processed_page(
-    runtime: Runtime, campaign_id: int, top: int, skip: int, names: list[str]
+    runtime: Runtime, campaign_id: int, top: int, skip: int, names: list[str], group: str | None
 ) -> bytes:
     c = runtime.store.get_campaign(campaign_id)
     if c.processed_at is None:
@@ -202,6 +204,8 @@ def _processed_page(
         )
     if c.state == State.AWAITING_CLEARANCE and runtime.scheduled.membership is not None:
         runtime.scheduled.membership.prefetch(campaign_id)
+    if (grouped := grouped_page(runtime, c, group, top, skip, names)) is not None:
+        return grouped
     action_id = c.action_id
     promo = c.promo_code_for
     if not names:
@@ -287,7 +291,7 @@ async def update_promotion_status(request: Request, runtime: Runtime, who: Princ
     raw = await request.body()  # already read: Starlette keeps it
     entries = _promotion_entries(updates, control_possible=b"\\" in raw or b"\x7f" in raw)
     result = await run_in_threadpool(runtime.scheduled.approve, campaign_id, entries)
-    return _ok({"Applied": result.applied, "NotInTargetGroup": result.not_in_target_group})
+    return _ok(approval_reply(result))
 
 
 def _promotion_entries(updates: list[Any], control_possible: bool = True) -> list[tuple[str, bool]]:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from clearance.channels import BatchName, ChannelError, Delivery, delivery_for, send_id
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
-from clearance.domain import Campaign, format_wire_time
+from clearance.domain import Campaign, ChannelRef, SendGroup, format_wire_time
 from clearance.heartbeat import Heartbeat
 from clearance.metrics import Metrics
 from clearance.store import Batch, LeaseLost, Store
@@ -34,7 +34,7 @@ class Executor:
         # A test seam: called after each chunk commits, before it is delivered.
         self.on_chunk = on_chunk
 
-    def execute(self, campaign: Campaign, owner: str) -> None:
+    def execute(self, campaign: Campaign, owner: str, group: SendGroup | None = None) -> None:
         """Run (or resume) execution; returns when every approved customer has a send per channel.
 
         Sends, their batch and the cursor commit together, so a worker killed at any point resumes
@@ -46,42 +46,64 @@ class Executor:
             c.id: delivery_for(configs.get(c.id), self.settings, self.clock)
             for c in campaign.channels
         }
-        channels = [(c.id, c.templates[0].id if c.templates else None) for c in campaign.channels]
-        for batch in self.store.undelivered_batches(campaign.campaign_id):
-            self._deliver(campaign, batch, deliveries[batch.channel_id], owner)
+        channels = [(c.id, _template(c, group)) for c in campaign.channels]
+        cid = campaign.campaign_id
+        undelivered = (
+            self.store.undelivered_batches(cid)
+            if group is None
+            else self.store.group_undelivered_batches(cid, group.send_group_id)
+        )
+        for batch in undelivered:
+            self._deliver(campaign, batch, deliveries[batch.channel_id], owner, group)
         while True:
-            now = self.clock.now()
-            batches = self.store.next_send_chunk(
-                campaign.campaign_id,
-                owner,
-                channels,
-                to_ms(campaign.execute_at),
-                self.settings.execution_chunk,
-                to_ms(now) + int(self.settings.lease_seconds * 1000),
-                only_approved=campaign.conditional,
-            )
+            lease_until = self._lease_until()
+            if group is None:
+                batches = self.store.next_send_chunk(
+                    cid,
+                    owner,
+                    channels,
+                    to_ms(campaign.execute_at),
+                    self.settings.execution_chunk,
+                    lease_until,
+                    only_approved=campaign.conditional,
+                )
+            else:  # a send group: its customers, template and send time only
+                batches = self.store.next_group_chunk(
+                    group,
+                    owner,
+                    channels,
+                    self.settings.execution_chunk,
+                    lease_until,
+                    only_approved=campaign.conditional,
+                )
             if batches is None:
                 return
             for batch in batches:
                 if self.on_chunk:
                     self.on_chunk(campaign, batch)
-                self._deliver(campaign, batch, deliveries[batch.channel_id], owner)
+                self._deliver(campaign, batch, deliveries[batch.channel_id], owner, group)
 
     def _lease_until(self) -> int:
         return to_ms(self.clock.now()) + int(self.settings.lease_seconds * 1000)
 
-    def _deliver(self, campaign: Campaign, batch: Batch, delivery: Delivery, owner: str) -> None:
+    def _deliver(
+        self,
+        campaign: Campaign,
+        batch: Batch,
+        delivery: Delivery,
+        owner: str,
+        group: SendGroup | None = None,
+    ) -> None:
         """Deliver one batch under `owner`'s lease, extended while the delivery is in flight.
 
         The lease is extended (and checked) before the delivery starts, so a worker that lost it
         delivers nothing more; if it is lost during the delivery, the outcome is still recorded
         (it happened) and execution stops here."""
-        scheduled = format_wire_time(campaign.execute_at, self.settings.tz)
+        when = campaign.execute_at if group is None else group.scheduled_at
+        scheduled = format_wire_time(when, self.settings.tz)
         if batch.rows:  # just created: the rows are in hand
             template = next(
-                (c.templates[0].id if c.templates else None)
-                for c in campaign.channels
-                if c.id == batch.channel_id
+                _template(c, group) for c in campaign.channels if c.id == batch.channel_id
             )
             sends = [(seq, cid, template) for seq, cid in batch.rows]
         else:  # resumed after a crash: read back what was recorded
@@ -100,10 +122,17 @@ class Executor:
             for seq, customer_id, template_id in sends
         ]
         cid = campaign.campaign_id
-        if not self.store.extend_lease(cid, owner, self._lease_until()):
+
+        def extend() -> bool:
+            if group is None:
+                return self.store.extend_lease(cid, owner, self._lease_until())
+            gid = group.send_group_id
+            return self.store.extend_group_lease(cid, gid, owner, self._lease_until())
+
+        if not extend():
             raise LeaseLost(f"lost the lease on campaign {cid} before delivering a batch")
         heartbeat = Heartbeat.for_lease(
-            lambda: self.store.extend_lease(cid, owner, self._lease_until()),
+            extend,
             self.settings,
             f"campaign {cid} batch {batch.channel_id}/{batch.first_seq}",
             self.store.db.release_thread,
@@ -124,3 +153,11 @@ class Executor:
             raise LeaseLost(f"lost the lease on campaign {cid} during a delivery")
         if self.metrics is not None:
             self.metrics.sends.labels(str(batch.channel_id), "scheduled").inc(len(records))
+
+
+def _template(channel: ChannelRef, group: SendGroup | None) -> int | None:
+    """The template a channel's sends carry: the group's (where the channel has it), else the
+    channel's first."""
+    if group is not None:
+        return group.template_for(channel)
+    return channel.templates[0].id if channel.templates else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from clearance.store import Notification, Store
 
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
+NOT_NEEDED = "not sent: nothing to say any more"  # a rendered body declined; never retried
 
 
 def notification_body(
@@ -29,6 +31,7 @@ def notification_body(
     now: datetime,
     settings: Settings,
     channel_id: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "EventTypeID": event_type_id,
@@ -41,6 +44,8 @@ def notification_body(
         body["ClearanceRequiredBy"] = format_wire_time(campaign.clearance_required_by, settings.tz)
     if channel_id is not None:
         body["ChannelID"] = channel_id
+    if extra:  # a send group's EventTypeID 5: SendGroupID, TemplateID, ScheduledTime
+        body.update(extra)
     return body
 
 
@@ -52,9 +57,12 @@ def build_notifications(
     expires_at: datetime,
     settings: Settings,
     channel_id: int | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[Notification]:
     """One notification per listener registered for the event (and, if it names one, channel)."""
-    body = orjson.dumps(notification_body(event_type_id, campaign, now, settings, channel_id))
+    body = orjson.dumps(
+        notification_body(event_type_id, campaign, now, settings, channel_id, extra)
+    )
     out = []
     for ev, url, listener_channel in store.list_listeners():
         if ev != event_type_id:
@@ -106,6 +114,8 @@ class Notifier:
         # policy and called at that address only, no redirects or proxies, one deadline per call
         self.transport = transport or settings.transport
         self.rng = rng or random.Random()
+        # bodies written when they go (the heads-up): event type → renderer (None: nothing to say)
+        self.renderers: dict[int, Callable[[Notification], bytes | None]] = {}
 
     def _lease_until(self) -> int:
         return to_ms(self.clock.now()) + int(self.settings.lease_seconds * 1000)
@@ -154,8 +164,11 @@ class Notifier:
         if remaining <= 0:
             error = "expired before delivery: the event's useful life had passed"
         else:
+            render = self.renderers.get(n.event_type_id)
+            body = n.body.encode() if render is None else render(n)
+            if body is None:
+                return now, None, NOT_NEEDED, 0
             try:
-                body = n.body.encode()
                 status, _ = self.transport.post(
                     n.listener_url,
                     body,
@@ -181,7 +194,7 @@ class Notifier:
     ) -> None:
         now_ms = to_ms(now)
         next_at: int | None = None
-        if error is not None:
+        if error is not None and error != NOT_NEEDED:
             retry_at = now + timedelta(seconds=backoff_seconds(n.attempts + 1, self.rng))
             if to_ms(retry_at) < n.expires_at:
                 next_at = to_ms(retry_at)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from clearance.clock import Clock, from_ms, to_ms
 from clearance.config import Settings
@@ -19,9 +19,12 @@ from clearance.domain import (
 from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidInput
 from clearance.metrics import Metrics
 from clearance.scheduled.deadline import deadline_for
+from clearance.scheduled.heads_up import GroupStatus, clearance_status
 from clearance.scheduled.membership import MembershipCache
 from clearance.scheduled.notifier import build_notifications
-from clearance.store import ApprovalResult, Store
+from clearance.scheduled.placement import group_times, place_in_group
+from clearance.store import ApprovalResult, GroupApprovalResult, Store
+from clearance.store.campaign_rows import TargetRows
 
 
 @dataclass
@@ -31,6 +34,7 @@ class ScheduledService:
     clock: Clock
     metrics: Metrics = field(default_factory=Metrics)
     membership: MembershipCache | None = None
+    _grouped: dict[int, bool] = field(default_factory=dict)  # campaign → has send groups
 
     def __post_init__(self) -> None:
         if self.membership is None:
@@ -39,8 +43,9 @@ class ScheduledService:
     def now_ms(self) -> int:
         return to_ms(self.clock.now())
 
-    def _check_schedulable(self, c: Campaign) -> None:
-        """A conditional campaign whose deadline has already passed could reach nobody: refuse."""
+    def _check_schedulable(self, c: Campaign, send_times: Sequence[datetime] = ()) -> None:
+        """A conditional campaign (or send group) whose deadline has already passed could reach
+        nobody: refuse."""
         if not c.conditional:
             return
         crb = deadline_for(self.store, c, self.settings.default_clearance_lead_seconds)
@@ -50,14 +55,44 @@ class ScheduledService:
                 "past: move execute_at later or shorten clearance_lead_seconds",
                 field="execute_at",
             )
+        for when in send_times:  # each send group's own deadline
+            group_crb = when - (c.execute_at - crb)
+            if group_crb <= self.clock.now():
+                raise InvalidInput(
+                    f"a send group's ClearanceRequiredBy would be "
+                    f"{format_wire_time(group_crb, self.settings.tz)}, already past: move its "
+                    "send_at later",
+                    field="send_at",
+                )
 
-    def create_campaign(self, c: Campaign, target: Sequence[tuple[str, str | None]]) -> Campaign:
+    def create_campaign(self, c: Campaign, target: TargetRows) -> Campaign:
         if c.state == State.SCHEDULED:
-            self._check_schedulable(c)
+            self._check_schedulable(c, group_times(target))
         return self.store.create_campaign(c, target, self.now_ms())
 
     def schedule(self, campaign_id: int) -> Campaign:
-        return self.store.schedule(campaign_id, self.now_ms(), self._check_schedulable)
+        def check(c: Campaign) -> None:
+            self._check_schedulable(c, self.store.placed_send_times(c.campaign_id))
+
+        return self.store.schedule(campaign_id, self.now_ms(), check)
+
+    def place(self, c: Campaign, send_at: datetime | None, template_id: int | None) -> str:
+        """The send group of a target row with `send_at` and/or `template_id` (either missing:
+        the campaign's execution time, its first template)."""
+        return place_in_group(c, send_at, template_id)
+
+    def send_groups(self, campaign_id: int) -> list[GroupStatus]:
+        """How clearance stands per send group (a V1 campaign: its one group)."""
+        return clearance_status(self.store, campaign_id, self.clock.now(), self.settings)
+
+    def _has_groups(self, campaign_id: int) -> bool:
+        known = self._grouped.get(campaign_id)
+        if known is None:
+            if self.store.send_groups(campaign_id):
+                known = self._grouped[campaign_id] = True
+            elif self.store.get_campaign(campaign_id).processed_at is not None:
+                known = self._grouped[campaign_id] = False  # processed without groups: V1
+        return bool(known)
 
     def cancel(self, campaign_id: int) -> Campaign:
         c = self.store.get_campaign(campaign_id)
@@ -77,7 +112,9 @@ class ScheduledService:
             raise Conflict(f"campaign {campaign_id} is {current} and can no longer be canceled")
         return self.store.get_campaign(campaign_id)
 
-    def approve(self, campaign_id: int, entries: Sequence[tuple[str, bool]]) -> ApprovalResult:
+    def approve(
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]]
+    ) -> ApprovalResult | GroupApprovalResult:
         if len(entries) > MAX_APPROVALS_PER_CALL:
             raise InvalidInput(
                 f"PromosUpdated has {len(entries)} entries; at most {MAX_APPROVALS_PER_CALL} "
@@ -88,7 +125,12 @@ class ScheduledService:
         if len(deduped) < len(entries):
             entries = list(deduped.items())
         try:
-            result = self._approve(campaign_id, entries)
+            if self._has_groups(campaign_id):
+                result: ApprovalResult | GroupApprovalResult = self._approve_groups(
+                    campaign_id, entries
+                )
+            else:
+                result = self._approve(campaign_id, entries)
         except ClearanceError:
             self.metrics.approvals.labels("refused").inc(len(entries))
             raise
@@ -118,3 +160,26 @@ class ScheduledService:
                 field="CampaignID",
                 clearance_required_by_text=text,
             ) from exc
+
+    def _approve_groups(
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]]
+    ) -> GroupApprovalResult:
+        """Each entry to its customer's send group; a 409 only when every entry for the target
+        group was refused for its group's deadline (so a one-group campaign answers as a V1 one,
+        outsiders included)."""
+        result = self.store.apply_group_approvals(campaign_id, entries, self.now_ms)
+        late, outside = len(result.deadline_passed), len(result.not_in_target_group)
+        if late and late + outside == len(entries):
+            texts = [
+                format_wire_time(from_ms(int(d)), self.settings.tz)
+                for d in result.refused_groups.values()
+                if d is not None
+            ]
+            raise DeadlinePassed(
+                f"ClearanceRequiredBy for campaign {campaign_id} was {', '.join(texts)} "
+                f"({self.settings.timezone}); approvals are frozen and nothing was applied",
+                field="CampaignID",
+                clearance_required_by_text=texts[0] if texts else None,
+            )
+        self.metrics.approvals.labels("refused").inc(len(result.deadline_passed))
+        return result

@@ -16,12 +16,14 @@ from datetime import timedelta
 from clearance.channels.outbox import TriggeredOutbox
 from clearance.clock import Clock, to_ms
 from clearance.config import Settings
-from clearance.domain import Campaign, EventType, State
+from clearance.domain import Campaign, EventType, State, first_template, send_group_id
 from clearance.errors import StoreUnavailable
 from clearance.metrics import Metrics
 from clearance.scheduled.deadline import deadline_for
 from clearance.scheduled.executor import Executor, RetryLater
+from clearance.scheduled.heads_up import HEADS_UP_EVENT, HeadsUp, heads_up_notes
 from clearance.scheduled.notifier import Notifier, build_notifications
+from clearance.scheduled.send_groups import GroupSteps
 from clearance.store import LeaseLost, Notification, Store
 
 log = logging.getLogger("clearance.worker")
@@ -51,6 +53,8 @@ class Worker:
         )
         self.executor = executor or Executor(store, settings, clock, metrics=metrics)
         self.outbox = TriggeredOutbox(store, settings, clock, self.worker_id, metrics)
+        self.groups = GroupSteps(store, settings, clock, self.executor, self.worker_id)
+        self.notifier.renderers[HEADS_UP_EVENT] = HeadsUp(store, settings, clock, metrics).render
         self._forgot_at: int | None = None
 
     # --- driving ---------------------------------------------------------------------------------
@@ -58,6 +62,8 @@ class Worker:
         """Take every step that is due now; return whether anything was done."""
         did = False
         while self._step_one_campaign():
+            did = True
+        while self.groups.step_one():  # send groups: each frozen and executed on its own
             did = True
         while self.notifier.deliver_due():
             did = True
@@ -139,6 +145,9 @@ class Worker:
     def _process(self, c: Campaign) -> None:
         """Freeze the target group, compute ClearanceRequiredBy, notify EventTypeID 5 listeners."""
         now = self.clock.now()
+        if self.store.has_placed_rows(c.campaign_id):  # Conditional Execution V2
+            self.groups.process(c)
+            return
         if not c.conditional:
             self.store.transition(
                 c.campaign_id,
@@ -160,6 +169,8 @@ class Worker:
             c.clearance_required_by,
             self.settings,
         )
+        group = send_group_id(first_template(c.channels), c.execute_at)
+        notes += heads_up_notes(self.settings, c.campaign_id, group, c.clearance_required_by, now)
         self.store.transition(
             c.campaign_id,
             self.worker_id,

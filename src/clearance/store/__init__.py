@@ -9,12 +9,23 @@ from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOut
 from clearance.store.connect import open_database
 from clearance.store.console import ConsoleStore
 from clearance.store.db import Database
+from clearance.store.group_approvals import GroupApprovalResult, GroupApprovalStore
 from clearance.store.outbox import OutboxSend, OutboxStore, TriggeredBatch
+from clearance.store.send_groups import SendGroupStore
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
 
 
-class Store(AccessStore, CampaignStore, WorkStore, TriggeredStore, OutboxStore, ConsoleStore):
+class Store(
+    AccessStore,
+    CampaignStore,
+    GroupApprovalStore,
+    SendGroupStore,
+    WorkStore,
+    TriggeredStore,
+    OutboxStore,
+    ConsoleStore,
+):
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -43,6 +54,7 @@ __all__ = [
     "CustomerOutcome",
     "DecisionRow",
     "GatewayConfig",
+    "GroupApprovalResult",
     "LeaseLost",
     "Notification",
     "OutboxSend",

@@ -12,6 +12,12 @@ from clearance.clock import from_ms
 from clearance.domain import Campaign, ChannelRef, State, Template
 from clearance.store.db import Tx
 
+# (customer id, attributes JSON[, send group id]): a V1 row, or one placed in a send group
+TargetRows = Sequence[tuple[str, str | None] | tuple[str, str | None, str | None]]
+# a send group's batch covers a range of positions shared with other groups' customers, so a
+# send lies in a batch only if the group matches too (V1 batches have none)
+SAME_GROUP = "(b.send_group_id IS NULL OR b.send_group_id = s.send_group_id)"
+
 
 def _opt_time(ms: Any) -> Any:
     return None if ms is None else from_ms(int(ms))
@@ -70,17 +76,20 @@ def undelivered_seqs(tx: Tx, campaign_id: int) -> set[int]:
     then each one's short range of sends. (One join let SQLite walk every send of the campaign,
     seconds for a million customers.)"""
     pending: set[int] = set()
-    for channel_id, first_seq, last_seq in tx.fetchall(
-        "SELECT channel_id, first_seq, last_seq FROM send_batches "
+    for channel_id, first_seq, last_seq, group in tx.fetchall(
+        "SELECT channel_id, first_seq, last_seq, send_group_id FROM send_batches "
         "WHERE campaign_id = ? AND delivered_at IS NULL",
         (campaign_id,),
     ):
+        # a V2 group's batch covers a range of positions that other groups' customers share
+        same_group = "" if group is None else " AND send_group_id = ?"
         pending.update(
             int(r[0])
             for r in tx.fetchall(
                 "SELECT seq FROM sends WHERE campaign_id = ? AND channel_id = ? "
-                "AND seq >= ? AND seq <= ?",
-                (campaign_id, channel_id, first_seq, last_seq),
+                f"AND seq >= ? AND seq <= ?{same_group}",
+                (campaign_id, channel_id, first_seq, last_seq)
+                + (() if group is None else (group,)),
             )
         )
     return pending

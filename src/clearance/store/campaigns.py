@@ -11,7 +11,13 @@ import orjson
 from clearance.clock import from_ms, to_ms
 from clearance.domain import Campaign, Reason, State
 from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
-from clearance.store.campaign_rows import campaign_from_row, channels_json, undelivered_seqs
+from clearance.store.campaign_rows import (
+    SAME_GROUP,
+    TargetRows,
+    campaign_from_row,
+    channels_json,
+    undelivered_seqs,
+)
 from clearance.store.db import Database, Tx
 from clearance.store.queries import query
 
@@ -48,7 +54,8 @@ OUTCOMES = ("sent", "undelivered", "excluded", "approved")
 _IN_UNDELIVERED_BATCH = (
     "EXISTS (SELECT 1 FROM sends s JOIN send_batches b ON b.campaign_id = s.campaign_id "
     "AND b.channel_id = s.channel_id AND b.first_seq <= s.seq AND b.last_seq >= s.seq "
-    "WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq AND b.delivered_at IS NULL)"
+    f"AND {SAME_GROUP} WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq "
+    "AND b.delivered_at IS NULL)"
 )
 _HAS_SEND = "EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = t.campaign_id AND s.seq = t.seq)"
 
@@ -66,9 +73,7 @@ class CampaignStore:
         with self.db.reader() as tx:
             return campaign_from_row(self._get_row(tx, campaign_id))
 
-    def create_campaign(
-        self, c: Campaign, target: Sequence[tuple[str, str | None]], now_ms: int
-    ) -> Campaign:
+    def create_campaign(self, c: Campaign, target: TargetRows, now_ms: int) -> Campaign:
         """Insert a campaign (draft or scheduled) and its inline target group atomically."""
         with self.db.transaction() as tx:
             campaign_id = c.campaign_id
@@ -104,16 +109,15 @@ class CampaignStore:
     def _next_step_for_schedule(c: Campaign, now_ms: int) -> int:
         return max(now_ms, to_ms(c.process_at)) if c.process_at else now_ms
 
-    def _append_target(
-        self, tx: Tx, campaign_id: int, start: int, rows: Sequence[tuple[str, str | None]]
-    ) -> None:
+    def _append_target(self, tx: Tx, campaign_id: int, start: int, rows: TargetRows) -> None:
+        grouped = ("send_group_id",) if any(len(r) > 2 for r in rows) else ()  # V2: row's group
         try:
             tx.copy_rows(
                 "target_customers",
-                ("campaign_id", "seq", "customer_id", "attributes"),
+                ("campaign_id", "seq", "customer_id", "attributes", *grouped),
                 [
-                    (campaign_id, start + i, cid, attrs)
-                    for i, (cid, attrs) in enumerate(rows, start=1)
+                    (campaign_id, start + i, *(*r, None)[: 2 + len(grouped)])
+                    for i, r in enumerate(rows, 1)
                 ],
             )
         except Conflict as exc:
@@ -126,7 +130,7 @@ class CampaignStore:
             (start + len(rows), campaign_id),
         )
 
-    def add_target(self, campaign_id: int, rows: Sequence[tuple[str, str | None]]) -> int:
+    def add_target(self, campaign_id: int, rows: TargetRows) -> int:
         """Append customers to a draft campaign's target group; return the new size."""
         with self.db.transaction() as tx:
             row = self._get_row(tx, campaign_id, self.db.lock_update)

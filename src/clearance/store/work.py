@@ -36,6 +36,7 @@ class Batch:
     attempts: int
     # (seq, customer_id) of a chunk just created, so its first delivery needs no re-read
     rows: tuple[tuple[int, str], ...] = field(default=(), compare=False, repr=False)
+    send_group_id: str | None = None  # a send group's batch: its sends only, in a shared range
 
 
 class LeaseLost(Conflict):
@@ -235,11 +236,13 @@ class WorkStore:
         ]
 
     def batch_sends(self, batch: Batch) -> list[tuple[int, str, int | None, int]]:
+        group = "" if batch.send_group_id is None else " AND send_group_id = ?"
         with self.db.reader() as tx:
             rows = tx.fetchall(
-                "SELECT seq, customer_id, template_id, scheduled_at FROM sends "
-                "WHERE campaign_id = ? AND seq >= ? AND seq <= ? AND channel_id = ? ORDER BY seq",
-                (batch.campaign_id, batch.first_seq, batch.last_seq, batch.channel_id),
+                "SELECT seq, customer_id, template_id, scheduled_at FROM sends WHERE campaign_id "
+                f"= ? AND seq >= ? AND seq <= ? AND channel_id = ?{group} ORDER BY seq",
+                (batch.campaign_id, batch.first_seq, batch.last_seq, batch.channel_id)
+                + (() if batch.send_group_id is None else (batch.send_group_id,)),
             )
         return [(int(r[0]), r[1], r[2], int(r[3])) for r in rows]
 

@@ -1,0 +1,64 @@
+"""The wire for campaigns with send groups (Conditional Execution V2): GetProcessedCampaign-
+Customers by group, with each row's SendGroupID and ScheduledTime. A campaign without groups
+answers as before, byte for byte (wire.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from clearance.domain import Campaign, format_wire_time, parse_send_group_id
+from clearance.errors import NotFound
+from clearance.runtime import Runtime
+from clearance.store import GroupApprovalResult
+
+
+def grouped_page(
+    runtime: Runtime,
+    c: Campaign,
+    group_id: str | None,
+    top: int,
+    skip: int,
+    names: list[str],
+) -> bytes | None:
+    """The page for a campaign with send groups; None for a V1 campaign (not given a group)."""
+    groups = {g.send_group_id: g for g in runtime.store.send_groups(c.campaign_id)}
+    if not groups:
+        if group_id is not None:
+            raise NotFound(
+                f"campaign {c.campaign_id} has no send group {group_id!r}", field="SendGroupID"
+            )
+        return None
+    if group_id is not None and group_id not in groups:
+        raise NotFound(
+            f"campaign {c.campaign_id} has no send group {group_id!r}", field="SendGroupID"
+        )
+    tz = runtime.settings.tz
+    times: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    for row in runtime.store.page_group_target(c.campaign_id, group_id, skip, top, bool(names)):
+        seq, cid, gid = row[0], row[1], row[2]
+        if gid not in times:
+            times[gid] = format_wire_time(parse_send_group_id(gid)[1], tz)
+        item: dict[str, Any] = {
+            "CustomerID": cid,
+            "ActionID": c.action_id,
+            "PromoCode": c.promo_code_for(int(seq)),
+        }
+        if names:
+            values = orjson.loads(row[3]) if row[3] else {}
+            item["CustomerAttributes"] = [values.get(n) for n in names]
+        item["SendGroupID"] = gid
+        item["ScheduledTime"] = times[gid]
+        out.append(item)
+    return orjson.dumps(out)
+
+
+def approval_reply(result: Any) -> dict[str, Any]:
+    """UpdateCustomerPromotionStatus's reply; with send groups, the entries refused because
+    their group's deadline had passed are named."""
+    reply = {"Applied": result.applied, "NotInTargetGroup": result.not_in_target_group}
+    if isinstance(result, GroupApprovalResult):
+        reply["DeadlinePassed"] = result.deadline_passed
+    return reply

@@ -1,0 +1,110 @@
+"""Send groups over real HTTP (uvicorn on loopback), on SQLite and PostgreSQL: the native API
+places customers in groups and shows them; the wire pages by group and refuses per entry."""
+
+from __future__ import annotations
+
+APPROVE = "/current/integrations/UpdateCustomerPromotionStatus"
+PROCESSED = "/current/customers/GetProcessedCampaignCustomers"
+SENDS = "/current/customers/GetCustomerSendDetailsByCampaign"
+# the fake clock starts at 2026-01-01 12:00:00 UTC
+BODY = {
+    "campaign_id": 800,
+    "name": "Two send times",
+    "execute_at": "2026-01-01 15:00:00",
+    "conditional": True,
+    "action": {"id": 77, "name": "Reload", "promo_codes": ["R10", "R20"]},
+    "channels": [
+        {"id": 504, "name": "Email", "templates": [{"id": 9}, {"id": 10}]},
+        {"id": 505, "name": "SMS", "templates": [{"id": 20}]},
+    ],
+    "target_group": [
+        {"customer_id": "a"},  # the campaign's time and first template
+        {"customer_id": "b", "send_at": "2026-01-01 16:00:00", "template_id": 10},
+        {"customer_id": "c", "send_at": "2026-01-01 16:00:00", "template_id": 10},
+    ],
+}
+EARLY, LATE = "9@20260101T150000Z", "10@20260101T160000Z"
+
+
+def approve(api, entries):
+    return api.post(
+        APPROVE,
+        json={
+            "TimeStamp": "2026-01-01 12:00:00",
+            "CampaignID": 800,
+            "PromosUpdated": [{"CustomerID": c, "Status": s} for c, s in entries],
+        },
+    )
+
+
+def test_two_send_groups_over_the_wire(api, worker, clock, store):
+    r = api.post("/api/v1/campaigns", json=BODY)
+    assert r.status_code == 201, r.text
+    bad = {**BODY, "campaign_id": 801, "target_group": [{"customer_id": "x", "template_id": 99}]}
+    assert api.post("/api/v1/campaigns", json=bad).status_code == 400
+    worker.drain()
+    rows = api.get(PROCESSED, params={"CampaignID": 800}).json()
+    assert rows == [
+        {
+            "CustomerID": "a",
+            "ActionID": 77,
+            "PromoCode": "R10",
+            "SendGroupID": EARLY,
+            "ScheduledTime": "2026-01-01 15:00:00",
+        },
+        {
+            "CustomerID": "b",
+            "ActionID": 77,
+            "PromoCode": "R20",
+            "SendGroupID": LATE,
+            "ScheduledTime": "2026-01-01 16:00:00",
+        },
+        {
+            "CustomerID": "c",
+            "ActionID": 77,
+            "PromoCode": "R10",
+            "SendGroupID": LATE,
+            "ScheduledTime": "2026-01-01 16:00:00",
+        },
+    ]
+    late = api.get(PROCESSED, params={"CampaignID": 800, "SendGroupID": LATE, "$skip": 1}).json()
+    assert [x["CustomerID"] for x in late] == ["c"]
+    r = api.get(PROCESSED, params={"CampaignID": 800, "SendGroupID": "1@20260101T150000Z"})
+    assert r.status_code == 404
+    groups = api.get("/api/v1/campaigns/800/send-groups").json()
+    assert [
+        (g["send_group_id"], g["clearance_required_by"], g["seconds_left"]) for g in groups
+    ] == [
+        (EARLY, "2026-01-01 14:30:00", 9000),
+        (LATE, "2026-01-01 15:30:00", 12600),
+    ]
+
+    assert approve(api, [("a", True), ("b", True)]).json() == {
+        "Applied": 2,
+        "NotInTargetGroup": [],
+        "DeadlinePassed": [],
+    }
+    clock.advance(minutes=150)  # 14:30: the early group's deadline
+    worker.drain()
+    r = approve(api, [("a", False), ("c", True)])
+    assert r.status_code == 200
+    assert r.json() == {"Applied": 1, "NotInTargetGroup": [], "DeadlinePassed": ["a"]}
+    r = approve(api, [("a", False)])
+    assert r.status_code == 409
+    assert r.json()["ClearanceRequiredBy"] == "2026-01-01 14:30:00"
+
+    clock.advance(minutes=150)  # 17:00: both groups executed
+    worker.drain()
+    assert api.get("/api/v1/campaigns/800").json()["state"] == "executed"
+    sends = api.get(SENDS, params={"CampaignID": 800, "IncludeTemplateIDs": "true"}).json()
+    assert sorted(
+        (s["CustomerID"], s["ChannelID"], s["TemplateID"], s["ScheduledTime"]) for s in sends
+    ) == [
+        ("a", 504, 9, "2026-01-01 15:00:00"),
+        ("a", 505, 20, "2026-01-01 15:00:00"),
+        ("b", 504, 10, "2026-01-01 16:00:00"),
+        ("b", 505, 20, "2026-01-01 16:00:00"),
+        ("c", 504, 10, "2026-01-01 16:00:00"),
+        ("c", 505, 20, "2026-01-01 16:00:00"),
+    ]
+    assert [s["SendID"] for s in sends[:2]] == ["800-504-1", "800-505-1"]
