@@ -181,7 +181,7 @@ def check(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url} -> HTTP {response.status_code}: "
             f"{response.text[:500]}"
         )
-    return response.json() if response.content else None
+    return orjson.loads(response.content) if response.content else None
 
 
 # --- the data: random ids, uploaded in random order -----------------------------------------------
