@@ -2,15 +2,20 @@
 
     .venv/bin/python bench/gate.py [--decisions 20000] [--memory-decisions 1000000]
 
+Everything here runs on uvloop, the event loop the engine serves on (uvicorn picks it).
+
 1. A minimal gateway (bench/gateway_server.py) runs in its own process.
    Throughput figures are the best of --tries interleaved passes each (raw pyreqwest, raw aiohttp,
-   engine; default 3), as the machine is shared; ratios are to the faster raw client.
+   engine; default 3), as the machine is shared; ratios are to the fastest raw figure.
 2. Raw baseline: the same number of POSTs with the same payload shape, straight to the gateway with
    pyreqwest (the fastest client measured here; aiohttp too, for comparison), at the same
-   concurrency towards the gateway.
+   concurrency towards the gateway, with the CPU the client's process spent per call (all its
+   threads). The gateway is then given a second process (SO_REUSEPORT) and the raw pyreqwest pass
+   repeated: if the raw rate rises, the gateway was the bottleneck (the faster figure counts).
 3. The engine (`clearance serve --no-worker`, SQLite) with CLEARANCE_GATE_CONCURRENCY = 16 or 64
    and CLEARANCE_GATE_CLIENT = --engine-client (default: the engine's default, pyreqwest): events
-   in batches of 100, and single events. Ratio = engine decisions/s ÷ raw calls/s.
+   in batches of 100, and single events. Ratio = engine decisions/s ÷ raw calls/s. CPU per
+   decision = the engine processes' CPU time (all threads, /proc/<pid>/stat) ÷ allowed decisions.
 4. Overhead: one at a time, single events: engine p50 event-to-reply minus raw p50 round trip.
 5. Timeout precision: the gateway never answers; probes measure how long after the budget the
    engine gives up (its own decision latency, measured from decision start), while the engine also
@@ -23,8 +28,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import resource
 import secrets
 import socket
 import subprocess
@@ -37,6 +44,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import uvloop
 
 from clearance.loopback import free_port
 
@@ -101,6 +109,39 @@ def wait_port(port: int, seconds: float = 20) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listening on {port}")
+
+
+def la() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (the API processes of `serve --workers N`)."""
+    out = [pid]
+    for p in out:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{p}/task").iterdir():
+                out.extend(int(c) for c in (task / "children").read_text().split())
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of pid and its descendants, all threads."""
+    total = 0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICK
+
+
+def own_cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def rss_kb(pid: int) -> int:
@@ -219,9 +260,11 @@ async def raw(
             assert answer["allowed"] is True
             latencies.append(time.perf_counter() - t)
 
+    cpu0 = own_cpu_seconds()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - t0
+    cpu = own_cpu_seconds() - cpu0
     if client == "pyreqwest":
         await rq.close()
     else:
@@ -231,8 +274,10 @@ async def raw(
         "calls": n,
         "seconds": seconds,
         "per_s": n / seconds,
+        "cpu_us_per_call": cpu / n * 1e6,
         "p50_ms": pct(latencies, 50) * 1000,
         "p99_ms": pct(latencies, 99) * 1000,
+        "load": os.getloadavg(),
     }
 
 
@@ -281,13 +326,17 @@ async def engine_load(
                         outcomes[m["outcome"]] = outcomes.get(m["outcome"], 0) + 1
                         allowed += m["outcome"] == "allowed" and m["sent"] is True
 
+        cpu0 = cpu_seconds(engine.proc.pid)
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         seconds = time.perf_counter() - t0
+        cpu = cpu_seconds(engine.proc.pid) - cpu0
     return {
         "decisions": allowed,
         "seconds": seconds,
         "per_s": allowed / seconds,
+        "cpu_us_per_decision": cpu / allowed * 1e6 if allowed else float("inf"),
+        "load": os.getloadavg(),
         "outcomes": outcomes,
         "request_p50_ms": pct(latencies, 50) * 1000,
         "request_p99_ms": pct(latencies, 99) * 1000,
@@ -354,27 +403,37 @@ async def timeout_precision(
         "late_ms_p99": pct(late, 99),
         "late_ms_max": max(late),
         "early": sum(1 for x in late if x < 0),
+        "load": os.getloadavg(),
     }
+
+
+def start_gateway(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "gateway_server.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="clearance-gate-bench-"))
     gport = free_port_pair()
-    gw = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "gateway_server.py"), str(gport)],
-        stdout=subprocess.DEVNULL,
-    )
+    gateways = [start_gateway(gport)]
     fast, hang = f"http://127.0.0.1:{gport}/gate", f"http://127.0.0.1:{gport + 1}/gate"
     wait_port(gport)
     wait_port(gport + 1)
+    for _ in range(args.gateway_processes - 1):
+        gateways.append(start_gateway(gport))
     out: dict[str, Any] = {
         "decisions_per_run": args.decisions,
         "throughput": {},
         "engine_processes": args.engine_processes,
         "engine_client": args.engine_client,
+        "gateway_processes": args.gateway_processes,
+        "event_loop": "uvloop",
+        "load_average_at_start": os.getloadavg(),
     }
     try:
-        for c in (16, 64):
+        for c in args.concurrency:
             say(f"concurrency {c}: {args.tries} interleaved tries of raw, raw aiohttp, engine")
             await raw(fast, c, 2000)  # warm-up
             engine = Engine(workdir, c, args.engine_client, processes=args.engine_processes)
@@ -389,31 +448,67 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     tries["batches"].append(
                         await engine_load(engine, args.decisions, 100, max(2, c // 50))
                     )
+                    r, a, b = tries["raw"][-1], tries["raw_aiohttp"][-1], tries["batches"][-1]
                     say(
-                        f"  raw pyreqwest {tries['raw'][-1]['per_s']:,.0f} calls/s, aiohttp "
-                        f"{tries['raw_aiohttp'][-1]['per_s']:,.0f}; engine, batches of 100: "
-                        f"{tries['batches'][-1]['per_s']:,.0f} decisions/s "
-                        f"({tries['batches'][-1]['outcomes']})"
+                        f"  raw pyreqwest {r['per_s']:,.0f} calls/s ({r['cpu_us_per_call']:.0f} "
+                        f"us CPU a call), aiohttp {a['per_s']:,.0f} ({a['cpu_us_per_call']:.0f} "
+                        f"us); engine, batches of 100: {b['per_s']:,.0f} decisions/s "
+                        f"({b['cpu_us_per_decision']:.0f} us CPU a decision) {b['outcomes']} "
+                        f"({la()})"
                     )
-                single = await engine_load(engine, args.decisions, 1, c)
-                say(f"  engine, single events x{c}: {single['per_s']:,.0f} decisions/s")
+                singles = []
+                for _ in range(args.single_tries):
+                    singles.append(await engine_load(engine, args.decisions // 2, 1, c))
+                    say(
+                        f"  engine, single events x{c}: {singles[-1]['per_s']:,.0f} decisions/s "
+                        f"({singles[-1]['cpu_us_per_decision']:.0f} us CPU a decision) ({la()})"
+                    )
             finally:
                 engine.stop()
+            # the gateway gets a second process: a raw rate that rises shows it was the bottleneck
+            extra = start_gateway(gport)
+            try:
+                await asyncio.sleep(0.5)
+                await raw(fast, c, 2000)  # warm-up: new connections spread over both
+                two = [await raw(fast, c, args.decisions) for _ in range(args.tries)]
+            finally:
+                extra.terminate()
+                extra.wait()
             base, base_aiohttp, batches = (
                 max(tries[k], key=lambda r: r["per_s"]) for k in ("raw", "raw_aiohttp", "batches")
             )
-            fastest = max(base["per_s"], base_aiohttp["per_s"])
+            base_two = max(two, key=lambda r: r["per_s"])
+            single = max(singles, key=lambda r: r["per_s"])
+            say(
+                f"  raw pyreqwest with {args.gateway_processes + 1} gateway processes: "
+                + " ".join(f"{r['per_s']:,.0f}" for r in two)
+                + f" calls/s (with {args.gateway_processes}: best {base['per_s']:,.0f}) ({la()})"
+            )
+            fastest = max(base["per_s"], base_aiohttp["per_s"], base_two["per_s"])
+            cpu_raw = min(r["cpu_us_per_call"] for r in tries["raw"] + tries["raw_aiohttp"])
             out["throughput"][c] = {
                 "raw": base,
                 "raw_aiohttp": base_aiohttp,
+                "raw_second_gateway_process": base_two,
+                "raw_rise_with_second_gateway": base_two["per_s"] / base["per_s"] - 1,
                 "raw_fastest_per_s": fastest,
                 "ratio_batches_vs_aiohttp": batches["per_s"] / base_aiohttp["per_s"],
                 "batches_of_100": batches,
                 "single": single,
                 "ratio_batches": batches["per_s"] / fastest,
                 "ratio_single": single["per_s"] / fastest,
-                "tries": {k: [r["per_s"] for r in v] for k, v in tries.items()},
+                "raw_cpu_us_per_call": cpu_raw,
+                "engine_cpu_us_per_decision": min(
+                    r["cpu_us_per_decision"] for r in tries["batches"]
+                ),
+                "tries": {
+                    **{k: [r["per_s"] for r in v] for k, v in tries.items()},
+                    "raw_second_gateway_process": [r["per_s"] for r in two],
+                    "single": [r["per_s"] for r in singles],
+                },
             }
+            t = out["throughput"][c]
+            t["cpu_ratio"] = t["engine_cpu_us_per_decision"] / cpu_raw
 
         say("overhead at concurrency 1, single events")
         base1 = await raw(fast, 1, 3000)
@@ -476,27 +571,48 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 engine.stop()
     finally:
-        gw.terminate()
-        gw.wait()
+        for gw in gateways:
+            gw.terminate()
+            gw.wait()
+    out["load_average_at_end"] = os.getloadavg()
     return out
 
 
+def verdict(value: float, target: float, higher: bool = True) -> str:
+    ok = value >= target if higher else value <= target
+    return f"{'>=' if higher else '<='} {target}: {'met' if ok else 'MISSED'}"
+
+
 def report(out: dict[str, Any]) -> None:
+    start, end = out["load_average_at_start"], out["load_average_at_end"]
     print(
-        f"\nengine: {out['engine_processes']} API process(es), gate client {out['engine_client']}"
+        f"\nengine: {out['engine_processes']} API process(es), gate client {out['engine_client']}, "
+        f"everything on {out['event_loop']}, {out['gateway_processes']} gateway process(es); "
+        f"load average at start {start[0]:.2f} {start[1]:.2f} {start[2]:.2f}, at end "
+        f"{end[0]:.2f} {end[1]:.2f} {end[2]:.2f}"
     )
-    print("throughput: best of each figure's interleaved tries; ratios to the faster raw client")
-    print("step                                          figure        target")
+    print("throughput: best of each figure's interleaved tries; ratios to the fastest raw figure")
     for c, t in out["throughput"].items():
         print(
             f"raw gateway calls, concurrency {c:<3}           {t['raw']['per_s']:>9,.0f}/s"
-            f"   (pyreqwest; aiohttp {t['raw_aiohttp']['per_s']:,.0f}/s)"
+            f"   (pyreqwest; aiohttp {t['raw_aiohttp']['per_s']:,.0f}/s; with a second gateway "
+            f"process {t['raw_second_gateway_process']['per_s']:,.0f}/s, "
+            f"{t['raw_rise_with_second_gateway']:+.0%})"
+        )
+        b, sg = t["batches_of_100"], t["single"]
+        print(
+            f"engine, batches of 100, concurrency {c:<3}      {b['per_s']:>9,.0f}/s"
+            f"   ratio {t['ratio_batches']:.2f} ({verdict(t['ratio_batches'], 0.5)})"
         )
         print(
-            f"engine, batches of 100, concurrency {c:<3}      "
-            f"{t['batches_of_100']['per_s']:>9,.0f}/s"
-            f"   ratio {t['ratio_batches']:.2f} (>= 0.5; vs aiohttp "
-            f"{t['ratio_batches_vs_aiohttp']:.2f})"
+            f"engine, single events, concurrency {c:<3}       {sg['per_s']:>9,.0f}/s"
+            f"   ratio {t['ratio_single']:.2f} ({verdict(t['ratio_single'], 0.25)})"
+        )
+        print(
+            f"CPU, concurrency {c:<3}: engine {t['engine_cpu_us_per_decision']:.0f} us a decision "
+            f"(batches; single events {sg['cpu_us_per_decision']:.0f}), raw client "
+            f"{t['raw_cpu_us_per_call']:.0f} us a call: ratio {t['cpu_ratio']:.2f} "
+            f"({verdict(t['cpu_ratio'], 2, higher=False)})"
         )
         tried = t["tries"]
         print(
@@ -504,12 +620,12 @@ def report(out: dict[str, Any]) -> None:
             + " ".join(f"{x:,.0f}" for x in tried["raw"])
             + " | aiohttp "
             + " ".join(f"{x:,.0f}" for x in tried["raw_aiohttp"])
+            + " | 2 gateways "
+            + " ".join(f"{x:,.0f}" for x in tried["raw_second_gateway_process"])
             + " | engine "
             + " ".join(f"{x:,.0f}" for x in tried["batches"])
-        )
-        print(
-            f"engine, single events, concurrency {c:<3}       {t['single']['per_s']:>9,.0f}/s"
-            f"   ratio {t['ratio_single']:.2f}"
+            + " | single "
+            + " ".join(f"{x:,.0f}" for x in tried["single"])
         )
     if "overhead" in out:
         o = out["overhead"]
@@ -521,7 +637,9 @@ def report(out: dict[str, Any]) -> None:
         print(
             f"timeout, budget {t['budget_ms']} ms: gives up +{t['late_ms_p50']:.2f} ms p50, "
             f"+{t['late_ms_p99']:.2f} ms p99, +{t['late_ms_max']:.2f} max, {t['early']} early "
-            f"(<= +5 ms p99, none early), background {t['background_per_s']:.0f}/s"
+            f"({verdict(t['late_ms_p99'], 5, higher=False)}; none early: "
+            f"{'met' if not t['early'] else 'MISSED'}), background {t['background_per_s']:.0f}/s, "
+            f"load {t['load'][0]:.2f}"
         )
     if "memory" in out:
         m = out["memory"]
@@ -543,6 +661,19 @@ def main() -> None:
         help="interleaved passes of each throughput figure; the best of each counts",
     )
     parser.add_argument("--probes", type=int, default=200)
+    parser.add_argument(
+        "--concurrency",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[16, 64],
+        help="CLEARANCE_GATE_CONCURRENCY and raw concurrency, comma separated (default 16,64)",
+    )
+    parser.add_argument("--single-tries", type=int, default=2, help="single-event passes")
+    parser.add_argument(
+        "--gateway-processes",
+        type=int,
+        default=1,
+        help="bench gateway processes (SO_REUSEPORT); a check with one more runs anyway",
+    )
     parser.add_argument("--memory-decisions", type=int, default=1_000_000)
     parser.add_argument(
         "--engine-processes",
@@ -557,7 +688,7 @@ def main() -> None:
         help="the engine's gate client (CLEARANCE_GATE_CLIENT)",
     )
     args = parser.parse_args()
-    out = asyncio.run(run(args))
+    out = uvloop.run(run(args))
     report(out)
     target = ROOT / "bench" / "out" / "gate.json"
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,15 @@ Port P answers every POST at once with {"user_id": <asked>, "allowed": true}.
 Port P+1 accepts connections and never answers (a hanging gateway).
 
     python bench/gateway_server.py 18080
+
+Both ports are bound with SO_REUSEPORT, so several of these processes can serve the same ports:
+bench/gate.py starts a second one to show that the gateway is not the raw baseline's bottleneck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import sys
 from typing import Any
@@ -51,9 +55,10 @@ class Hang(asyncio.Protocol):
 
 async def main(port: int) -> None:
     loop = asyncio.get_running_loop()
-    fast = await loop.create_server(Fast, "127.0.0.1", port, backlog=4096, reuse_address=True)
-    hang = await loop.create_server(Hang, "127.0.0.1", port + 1, backlog=4096, reuse_address=True)
-    print(f"gateway fast=127.0.0.1:{port} hang=127.0.0.1:{port + 1}", flush=True)
+    opts: dict[str, Any] = {"backlog": 4096, "reuse_address": True, "reuse_port": True}
+    fast = await loop.create_server(Fast, "127.0.0.1", port, **opts)
+    hang = await loop.create_server(Hang, "127.0.0.1", port + 1, **opts)
+    print(f"gateway fast=127.0.0.1:{port} hang=127.0.0.1:{port + 1} pid {os.getpid()}", flush=True)
     async with fast, hang:
         await asyncio.gather(fast.serve_forever(), hang.serve_forever())
 

@@ -1,21 +1,26 @@
-"""Scheduled conditional campaign, end to end, against the real API, with raw-driver baselines.
+"""Scheduled conditional campaign, end to end, on realistic data, against the strongest baselines.
 
-For each database (SQLite, PostgreSQL), on a fresh store, in this order:
+Customers have random ids of 8-16 characters and are uploaded in random order. For each database
+(SQLite, PostgreSQL), on a fresh store, one campaign per `--in-flight` value (default 1 and 4
+approval calls in flight), in turn:
 
-1. start `clearance serve --no-worker` as a subprocess;
-2. create a draft conditional campaign, upload N customers (NDJSON), schedule it, and process it
-   with an in-process Worker on a FakeClock (state: awaiting_clearance);
-3. raw insert baseline: bulk insert the same N rows into target_customers under another campaign
-   id with the driver (SQLite executemany in one transaction, PostgreSQL COPY);
-4. page all N back through GetProcessedCampaignCustomers ($top 10,000 and 100,000), each against
-   a raw keyset scan with the driver (what a listener does right after EventTypeID 5);
-5. approve all N through UpdateCustomerPromotionStatus (10,000 per call), one call in flight,
-   then again with 2 and 4 in flight (an append-only approvals log is emptied between passes);
-6. move the worker's clock past ClearanceRequiredBy (freeze) and past execute_at (execute to the
-   file channel) and check that every customer got exactly one send.
+1. upload the target group (NDJSON, 100,000 a call), schedule, process it with an in-process
+   Worker on a FakeClock (the notification; state awaiting_clearance);
+2. right after it, the listener's first pass: every customer through GetProcessedCampaignCustomers
+   ($top 10,000), beside a raw keyset scan of exactly the columns that page returns;
+3. approvals in the order those pages gave the customers, 10,000 a call, three passes: approve
+   all, revoke a random half, approve all again;
+4. the same passes straight into a table shaped like `approvals` with the driver, in the same
+   order (SQLite: executemany and the json_each route the engine uses; PostgreSQL: COPY
+   write_row and one COPY text buffer), the faster counting per pass;
+5. the last campaign is frozen (the worker's clock past ClearanceRequiredBy) and executed to the
+   file channel; every customer's send is checked; the API process's peak RSS is read.
+
+`--e2e` (one campaign, one pass, no raw baselines) is the size run:
+`--database postgres --customers 10000000 --e2e`.
 
 Usage: .venv/bin/python bench/scheduled.py [--database sqlite|postgres|both] [--customers N]
-Figures go to stdout and to bench/out/scheduled-<db>.json.
+Figures (with the load average beside each) go to stdout and to bench/out/scheduled-<db>.json.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import cProfile
 import os
 import platform
+import random
 import secrets
 import shlex
 import shutil
@@ -42,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import psycopg
 
@@ -53,8 +60,9 @@ from clearance.store import open_store
 
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "out"
-APPROVAL_TARGET = 0.5  # approvals rows/s over raw insert rows/s
-PAGING_TARGET = 0.25  # API paging rows/s over raw keyset scan rows/s
+APPROVAL_TARGET = 0.6  # approvals rows/s over raw insert rows/s, each pass
+SLOWDOWN_TARGET = 1.3  # the third pass's time per row over the first's
+PAGING_TARGET = 0.5  # API paging rows/s (first pass) over a raw keyset scan of the same columns
 TIERS = ("gold", "silver", "bronze")
 CHANNEL_ID = 501
 
@@ -121,7 +129,7 @@ def fresh_database(kind: str, workdir: Path, admin_url: str, keep: bool) -> Iter
 @contextlib.contextmanager
 def api_server(
     url: str, workdir: Path, key: str, wrapper: list[str], processes: int = 1
-) -> Iterator[str]:
+) -> Iterator[tuple[str, int]]:
     exe = Path(sys.executable).parent / "clearance"
     if not exe.exists():
         exe = Path(shutil.which("clearance") or "clearance")
@@ -156,7 +164,7 @@ def api_server(
                 raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
             time.sleep(0.1)
         say(f"API up at {base} (pid {proc.pid})")
-        yield base
+        yield base, proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGINT)  # uvicorn (and py-spy) shut down cleanly on it
@@ -173,25 +181,48 @@ def check(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url} -> HTTP {response.status_code}: "
             f"{response.text[:500]}"
         )
-    return response.json() if response.content else None
+    return orjson.loads(response.content) if response.content else None
 
 
-# --- the steps ------------------------------------------------------------------------------------
-def customer_ids(n: int) -> list[str]:
-    return [f"C{i:09d}" for i in range(1, n + 1)]
+# --- the data: random ids, uploaded in random order -----------------------------------------------
+ALPHABET = np.frombuffer(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", np.uint8
+)
+
+
+def customer_ids(n: int, seed: int) -> list[str]:
+    """n distinct random ids of 8-16 characters, in random order (the order they are uploaded)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, None] = {}
+    while len(out) < n:
+        want = n - len(out)
+        lengths = rng.integers(8, 17, want)
+        chars = ALPHABET[rng.integers(0, len(ALPHABET), (want, 16))].tobytes()
+        for i, length in enumerate(lengths.tolist()):
+            out[chars[i * 16 : i * 16 + length].decode()] = None
+    ids = list(out)
+    random.Random(seed).shuffle(ids)
+    return ids
 
 
 def attributes_json(i: int) -> str:
     return f'{{"tier":"{TIERS[i % 3]}","score":{i % 1000}}}'
 
 
-def create_and_upload(http: httpx.Client, ids: list[str], upload_chunk: int) -> dict[str, Any]:
+def la() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f}"
+
+
+def create_and_upload(
+    http: httpx.Client, ids: list[str], upload_chunk: int, name: str
+) -> dict[str, Any]:
     execute_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
     campaign = check(
         http.post(
             "/api/v1/campaigns",
             json={
-                "name": "bench scheduled",
+                "name": name,
                 "execute_at": execute_at.isoformat(),
                 "conditional": True,
                 "clearance_lead_seconds": 60,
@@ -206,6 +237,7 @@ def create_and_upload(http: httpx.Client, ids: list[str], upload_chunk: int) -> 
     n = len(ids)
     progress = Progress("upload", n)
     started = time.perf_counter()
+    out: dict[str, Any] = {}
     for lo in range(0, n, upload_chunk):
         body = b"".join(
             b'{"customer_id":"%s","attributes":%s}\n'
@@ -221,197 +253,88 @@ def create_and_upload(http: httpx.Client, ids: list[str], upload_chunk: int) -> 
         )
         progress.add(out["added"])
     upload_s = time.perf_counter() - started
-    if out["target_count"] != n:
-        raise RuntimeError(f"target_count {out['target_count']} != {n}")
+    if out.get("target_count") != n:
+        raise RuntimeError(f"target_count {out.get('target_count')} != {n}")
     return {"campaign_id": cid, "execute_at": execute_at, "upload_s": upload_s}
 
 
-def approval_bodies(campaign_id: int, ids: list[str], per_call: int) -> list[tuple[int, bytes]]:
-    return [
-        (
-            len(ids[lo : lo + per_call]),
-            orjson.dumps(
-                {
-                    "CampaignID": campaign_id,
-                    "PromosUpdated": [
-                        {"CustomerID": c, "Status": True} for c in ids[lo : lo + per_call]
-                    ],
-                }
-            ),
-        )
-        for lo in range(0, len(ids), per_call)
-    ]
-
-
-def approve_all(
-    base: str, key: str, bodies: list[tuple[int, bytes]], in_flight: int, total: int
-) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
-    latencies: list[float] = []
-    first_call: list[float] = []  # the first call to finish: it pays for any per-campaign warm-up
-    progress = Progress(f"approvals x{in_flight}", total)
-    with httpx.Client(
-        base_url=base, headers={"X-API-KEY": key}, timeout=300, limits=limits
-    ) as http:
-        check(http.get("/healthz"))  # open the connection before the clock starts
-
-        def one(item: tuple[int, bytes]) -> int:
-            count, body = item
-            t0 = time.perf_counter()
-            out = check(
-                http.post(
-                    "/current/integrations/UpdateCustomerPromotionStatus",
-                    content=body,
-                    headers={"content-type": "application/json"},
-                )
-            )
-            latencies.append(time.perf_counter() - t0)
-            if not first_call:
-                first_call.append(latencies[-1])
-            if out["Applied"] != count or out["NotInTargetGroup"]:
-                raise RuntimeError(f"approval call applied {out['Applied']} of {count}: {out}")
-            return count
-
-        started = time.perf_counter()
-        if in_flight == 1:
-            for item in bodies:
-                progress.add(one(item))
-        else:
-            with ThreadPoolExecutor(in_flight) as pool:
-                for count in pool.map(one, bodies):
-                    progress.add(count)
-        seconds = time.perf_counter() - started
-    return {
-        "in_flight": in_flight,
-        "rows": total,
-        "calls": len(bodies),
-        "seconds": seconds,
-        "rows_per_s": rate(total, seconds),
-        "call_ms_first": first_call[0] * 1000,
-        "call_ms_p50": statistics.median(latencies) * 1000,
-        "call_ms_max": max(latencies) * 1000,
-    }
-
-
-# Approvals are appended to the `approvals` table, so the raw baseline fills that same table.
-RAW_TABLE = "approvals"
-RAW_COLUMNS = ("campaign_id", "customer_id", "status", "at")
-# The driver routes the raw baseline tries, in turn; the best try counts.
-RAW_ROUTES = {"sqlite": ("executemany",), "postgres": ("write_row", "text")}
-
-
-def raw_rows(campaign_id: int, ids: list[str]) -> list[tuple[Any, ...]]:
-    now_ms = int(time.time() * 1000)
-    return [(campaign_id, cid, True, now_ms) for cid in ids]
-
-
-def raw_insert(kind: str, url: str, rows: list[tuple[Any, ...]], route: str) -> float:
-    """Seconds to bulk insert `rows` straight through the driver, committed.
-
-    PostgreSQL routes: `write_row` (psycopg formats each row) or `text` (one COPY text buffer,
-    built before the clock starts, in a single write: the route the engine's approvals take).
-    """
-    if kind == "sqlite":
-        conn = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
-        try:
-            conn.execute("PRAGMA synchronous = FULL")  # as the engine's connections
-            conn.execute("PRAGMA cache_size = -65536")
-            marks = ", ".join("?" for _ in RAW_COLUMNS)
-            started = time.perf_counter()
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                f"INSERT INTO {RAW_TABLE} ({', '.join(RAW_COLUMNS)}) VALUES ({marks})", rows
-            )
-            conn.execute("COMMIT")
-            return time.perf_counter() - started
-        finally:
-            conn.close()
-    text = ""
-    if route == "text":  # the ids hold no character COPY's text format would need escaped
-        text = "".join(f"{c}\t{cid}\t{'t' if s else 'f'}\t{at}\n" for c, cid, s, at in rows)
-    with psycopg.connect(url) as conn:
-        started = time.perf_counter()
-        with (
-            conn.cursor() as cur,
-            cur.copy(f"COPY {RAW_TABLE} ({', '.join(RAW_COLUMNS)}) FROM STDIN") as copy,
-        ):
-            if route == "text":
-                copy.write(text)
-            else:
-                for row in rows:
-                    copy.write_row(row)
-        conn.commit()
-        return time.perf_counter() - started
-
-
-def empty_log(kind: str, url: str, args: argparse.Namespace) -> None:
-    """Empty the approvals table between timed inserts; on PostgreSQL also VACUUM it (untimed),
-    so every timed insert, raw or through the API, starts from the same empty table. Without it
-    the next insert lands among the deleted rows' dead index entries, which autovacuum (off on
-    this server) would have cleared in a real deployment."""
-    run_sql(kind, url, f"DELETE FROM {RAW_TABLE}")
-    if kind == "postgres" and args.settle:
-        run_sql(kind, url, f"VACUUM {RAW_TABLE}")
-
-
+# --- paging: the listener's first pass, right after the notification ------------------------------
 def page_api(
-    http: httpx.Client, campaign_id: int, top: int, ids: list[str], label: str
-) -> dict[str, Any]:
+    http: httpx.Client, campaign_id: int, top: int, ids: list[str], attributes: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Every customer through GetProcessedCampaignCustomers, as a listener pulls them; the ids in
+    page order (what the listener then approves in)."""
     n = len(ids)
-    progress = Progress(label, n)
-    got = 0
+    progress = Progress(f"paging $top={top}", n)
+    got: list[str] = []
     pages = 0
+    params: dict[str, Any] = {"CampaignID": campaign_id, "$top": top}
+    if attributes:
+        params["CustomerAttributes"] = attributes
+    latencies: list[float] = []
     started = time.perf_counter()
     while True:
+        t0 = time.perf_counter()
         r = http.get(
             "/current/customers/GetProcessedCampaignCustomers",
-            params={"CampaignID": campaign_id, "$top": top, "$skip": got},
+            params={**params, "$skip": len(got)},
         )
+        latencies.append(time.perf_counter() - t0)
         rows = check(r)
         if not rows:
             break
-        if rows[0]["CustomerID"] != ids[got] or rows[-1]["CustomerID"] != ids[got + len(rows) - 1]:
-            raise RuntimeError(f"page at $skip={got} does not hold the expected customers")
-        got += len(rows)
+        lo = len(got)
+        got.extend(row["CustomerID"] for row in rows)
+        if got[lo] != ids[lo] or got[-1] != ids[len(got) - 1]:
+            raise RuntimeError(f"page at $skip={lo} does not hold the customers in upload order")
         pages += 1
         progress.add(len(rows))
         if len(rows) < top:
             break
     seconds = time.perf_counter() - started
-    if got != n:
-        raise RuntimeError(f"paged {got} customers, expected {n}")
-    return {
+    if len(got) != n:
+        raise RuntimeError(f"paged {len(got)} customers, expected {n}")
+    run = {
         "top": top,
-        "rows": got,
+        "attributes": attributes,
+        "rows": n,
         "pages": pages,
         "seconds": seconds,
         "rows_per_s": rate(n, seconds),
+        "page_ms_first": latencies[0] * 1000,
+        "page_ms_p50": statistics.median(latencies) * 1000,
+        "load": os.getloadavg(),
     }
+    return run, got
 
 
-SCAN_SQL = (
-    "SELECT seq, customer_id, attributes FROM target_customers "
-    "WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-)
+def scan_sql(attributes: bool) -> str:
+    """The raw keyset scan reads what the compared page returns: the key, the id (the PromoCode
+    is computed from the key) and, only when the page asks for some, the attributes."""
+    return (
+        f"SELECT seq, customer_id{', attributes' if attributes else ''} FROM target_customers "
+        "WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+    )
 
 
-def raw_scan(kind: str, url: str, campaign_id: int, limit: int, n: int) -> dict[str, Any]:
-    """A keyset scan of the campaign's target group straight through the driver."""
+def raw_scan(kind: str, url: str, campaign_id: int, limit: int, n: int, attrs: bool) -> float:
+    """Seconds for a keyset scan of the campaign's target group straight through the driver."""
     got = 0
     last = 0
+    sql = scan_sql(attrs)
     with contextlib.ExitStack() as stack:
         if kind == "sqlite":
             lite = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
             stack.callback(lite.close)
 
             def fetch(after: int) -> list[Any]:
-                return lite.execute(SCAN_SQL, (campaign_id, after, limit)).fetchall()
+                return lite.execute(sql, (campaign_id, after, limit)).fetchall()
         else:
             pg = stack.enter_context(psycopg.connect(url, autocommit=True))
-            sql = SCAN_SQL.replace("?", "%s")
+            pg_sql = sql.replace("?", "%s")
 
             def fetch(after: int) -> list[Any]:
-                return pg.execute(sql, (campaign_id, after, limit)).fetchall()
+                return pg.execute(pg_sql, (campaign_id, after, limit)).fetchall()
 
         started = time.perf_counter()
         while True:
@@ -425,7 +348,198 @@ def raw_scan(kind: str, url: str, campaign_id: int, limit: int, n: int) -> dict[
         seconds = time.perf_counter() - started
     if got != n:
         raise RuntimeError(f"raw scan read {got} rows, expected {n}")
-    return {"limit": limit, "rows": got, "seconds": seconds, "rows_per_s": rate(n, seconds)}
+    return seconds
+
+
+# --- approvals: three passes through the API ------------------------------------------------
+PASSES = ("approve all", "revoke a random half", "approve all again")
+
+
+def pass_entries(order: list[str], which: int, half: set[str]) -> list[tuple[str, bool]]:
+    """The entries of pass `which`, in the order the listener got the customers."""
+    if which == 1:
+        return [(c, False) for c in order if c in half]
+    return [(c, True) for c in order]
+
+
+def approval_bodies(
+    campaign_id: int, entries: list[tuple[str, bool]], per_call: int
+) -> list[tuple[int, bytes]]:
+    return [
+        (
+            len(entries[lo : lo + per_call]),
+            orjson.dumps(
+                {
+                    "CampaignID": campaign_id,
+                    "PromosUpdated": [
+                        {"CustomerID": c, "Status": s} for c, s in entries[lo : lo + per_call]
+                    ],
+                }
+            ),
+        )
+        for lo in range(0, len(entries), per_call)
+    ]
+
+
+def approve_all(
+    base: str, key: str, bodies: list[tuple[int, bytes]], in_flight: int, label: str
+) -> dict[str, Any]:
+    total = sum(count for count, _ in bodies)
+    limits = httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    latencies: list[float] = []  # in call order (a call's index in the pass)
+    progress = Progress(label, total)
+    with httpx.Client(
+        base_url=base, headers={"X-API-KEY": key}, timeout=300, limits=limits
+    ) as http:
+        check(http.get("/healthz"))  # open the connection before the clock starts
+
+        def one(item: tuple[int, tuple[int, bytes]]) -> tuple[int, float]:
+            _index, (count, body) = item
+            t0 = time.perf_counter()
+            out = check(
+                http.post(
+                    "/current/integrations/UpdateCustomerPromotionStatus",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                )
+            )
+            seconds = time.perf_counter() - t0
+            if out["Applied"] != count or out["NotInTargetGroup"]:
+                raise RuntimeError(f"approval call applied {out['Applied']} of {count}: {out}")
+            return count, seconds
+
+        started = time.perf_counter()
+        if in_flight == 1:
+            for item in enumerate(bodies):
+                count, seconds = one(item)
+                latencies.append(seconds)
+                progress.add(count)
+        else:
+            with ThreadPoolExecutor(in_flight) as pool:
+                for count, seconds in pool.map(one, enumerate(bodies)):
+                    latencies.append(seconds)
+                    progress.add(count)
+        seconds = time.perf_counter() - started
+    tenth = max(1, len(latencies) // 10)
+    return {
+        "in_flight": in_flight,
+        "rows": total,
+        "calls": len(bodies),
+        "seconds": seconds,
+        "rows_per_s": rate(total, seconds),
+        "call_ms_first": latencies[0] * 1000,
+        "call_ms_second": latencies[min(1, len(latencies) - 1)] * 1000,
+        "call_ms_p50": statistics.median(latencies) * 1000,
+        "call_ms_first_tenth_p50": statistics.median(latencies[:tenth]) * 1000,
+        "call_ms_last_tenth_p50": statistics.median(latencies[-tenth:]) * 1000,
+        "call_ms_max": max(latencies) * 1000,
+        "load": os.getloadavg(),
+    }
+
+
+# --- raw approval baselines: the same rows, the same order, the same table shape ----------------
+RAW_TABLE = "bench_raw_approvals"
+RAW_COLUMNS = ("campaign_id", "customer_id", "status", "at")
+# Tried in turn; per pass, the faster route counts. SQLite: executemany, or one statement over a
+# JSON array (json_each, the route the engine's approvals take). PostgreSQL: COPY with psycopg's
+# write_row per row, or one pre-built COPY text buffer (the engine's route).
+RAW_ROUTES = {"sqlite": ("executemany", "json"), "postgres": ("write_row", "text")}
+JSON_BATCH = 20_000  # rows per json_each statement, as the engine's
+
+
+def make_raw_table(kind: str, url: str) -> None:
+    """A fresh table shaped like `approvals` (columns, types and index)."""
+    run_sql(kind, url, f"DROP TABLE IF EXISTS {RAW_TABLE}")
+    run_sql(
+        kind,
+        url,
+        f"CREATE TABLE {RAW_TABLE} (campaign_id BIGINT NOT NULL, customer_id TEXT NOT NULL, "
+        "status BOOLEAN NOT NULL, at BIGINT NOT NULL)",
+    )
+    run_sql(
+        kind, url, f"CREATE INDEX {RAW_TABLE}_latest ON {RAW_TABLE} (campaign_id, customer_id, at)"
+    )
+
+
+def raw_insert(kind: str, url: str, rows: list[tuple[Any, ...]], route: str) -> float:
+    """Seconds to insert `rows` straight through the driver, in one transaction, committed.
+    Whatever can be prepared (the JSON arrays, the COPY text) is built before the clock starts."""
+    cols = ", ".join(RAW_COLUMNS)
+    if kind == "sqlite":
+        conn = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous = FULL")  # as the engine's connections
+            conn.execute("PRAGMA cache_size = -65536")
+            if route == "json":
+                values = ", ".join(f"value ->> {i}" for i in range(len(RAW_COLUMNS)))
+                sql = f"INSERT INTO {RAW_TABLE} ({cols}) SELECT {values} FROM json_each(?)"
+                arrays = [
+                    orjson.dumps(rows[i : i + JSON_BATCH]) for i in range(0, len(rows), JSON_BATCH)
+                ]
+                started = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                for array in arrays:
+                    conn.execute(sql, (array,))
+            else:
+                marks = ", ".join("?" for _ in RAW_COLUMNS)
+                started = time.perf_counter()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(f"INSERT INTO {RAW_TABLE} ({cols}) VALUES ({marks})", rows)
+            conn.execute("COMMIT")
+            return time.perf_counter() - started
+        finally:
+            conn.close()
+    text = ""
+    if route == "text":  # the ids hold no character COPY's text format would need escaped
+        text = "".join(f"{c}\t{cid}\t{'t' if s else 'f'}\t{at}\n" for c, cid, s, at in rows)
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY {RAW_TABLE} ({cols}) FROM STDIN") as copy,
+        ):
+            if route == "text":
+                copy.write(text)
+            else:
+                for row in rows:
+                    copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def raw_passes(
+    kind: str, url: str, campaign_id: int, passes: list[list[tuple[str, bool]]], tries: int
+) -> list[dict[str, Any]]:
+    """The engine's passes again, straight into a table shaped like `approvals`: each try a fresh
+    table and every pass in order (so a later pass lands on what the earlier ones left, as the
+    engine's do). Routes alternate between tries; per pass the fastest try counts."""
+    samples: list[list[tuple[float, str]]] = [[] for _ in passes]
+    for t in range(tries):
+        route = RAW_ROUTES[kind][t % len(RAW_ROUTES[kind])]
+        make_raw_table(kind, url)
+        for p, entries in enumerate(passes):
+            now_ms = int(time.time() * 1000)
+            rows = [(campaign_id, cid, status, now_ms) for cid, status in entries]
+            seconds = raw_insert(kind, url, rows, route)
+            samples[p].append((seconds, route))
+            say(
+                f"  raw try {t + 1}/{tries} ({route}), pass {p + 1}: "
+                f"{rate(len(rows), seconds):,.0f} rows/s ({la()})"
+            )
+    run_sql(kind, url, f"DROP TABLE IF EXISTS {RAW_TABLE}")
+    out = []
+    for p, entries in enumerate(passes):
+        seconds, route = min(samples[p])
+        out.append(
+            {
+                "rows": len(entries),
+                "seconds": seconds,
+                "rows_per_s": rate(len(entries), seconds),
+                "route": route,
+                "tries": [{"route": r, "seconds": s} for s, r in samples[p]],
+            }
+        )
+    return out
 
 
 def count_sent_lines(directory: Path) -> tuple[int, int, int]:
@@ -519,148 +633,192 @@ def db_version(kind: str, url: str) -> str:
     return f"PostgreSQL {version[0] if version else '?'}, autovacuum {auto[0] if auto else '?'}"
 
 
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident set (VmHWM) of the API process, or the largest of its processes."""
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            pids.extend(int(c) for c in children)
+    peak = 0
+    for p in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]))
+    return peak / 1024
+
+
 # --- one database, start to finish ----------------------------------------------------------------
+def run_campaign(
+    kind: str,
+    url: str,
+    args: argparse.Namespace,
+    http: httpx.Client,
+    base: str,
+    key: str,
+    worker: Worker,
+    clock: FakeClock,
+    ids: list[str],
+    in_flight: int,
+    attributes: str,
+    index: int,
+) -> dict[str, Any]:
+    """One campaign: upload, notify (process), the listener's first paging pass, the approval
+    passes in page order, their raw baselines."""
+    n = len(ids)
+    out: dict[str, Any] = {"in_flight": in_flight, "load_at_start": os.getloadavg()}
+    made = create_and_upload(http, ids, args.upload_chunk, f"bench scheduled {index}")
+    campaign_id = made["campaign_id"]
+    out.update(campaign_id=campaign_id, execute_at=made["execute_at"])
+    out["upload"] = {"seconds": made["upload_s"], "rows_per_s": rate(n, made["upload_s"])}
+    say(f"  upload: {out['upload']['rows_per_s']:,.0f} rows/s ({la()})")
+    settle(kind, url, args, "after upload")
+    check(http.post(f"/api/v1/campaigns/{campaign_id}/schedule"))
+    clock.set(datetime.now(UTC))
+    t0 = time.perf_counter()
+    worker.drain()
+    out["process_s"] = time.perf_counter() - t0
+    state = check(http.get(f"/api/v1/campaigns/{campaign_id}"))
+    if state["state"] != "awaiting_clearance":
+        raise RuntimeError(f"after processing the campaign is {state}")
+    say(f"  notified: campaign {campaign_id} awaiting_clearance ({out['process_s']:.1f} s)")
+
+    # the listener's first pass, right after the notification: whatever the engine prepares
+    # lazily for this campaign is paid here
+    columns = f"CustomerAttributes={attributes}" if attributes else "no attributes"
+    run, order = page_api(http, campaign_id, args.page_size, ids, attributes)
+    out["paging"] = run
+    say(f"  paging (first pass, {columns}): {run['rows_per_s']:,.0f} rows/s ({la()})")
+    if args.scan_tries:
+        tries = [
+            raw_scan(kind, url, campaign_id, args.page_size, n, bool(attributes))
+            for _ in range(args.scan_tries)
+        ]
+        out["raw_scan"] = {
+            "limit": args.page_size,
+            "attributes": bool(attributes),
+            "seconds": min(tries),
+            "rows_per_s": rate(n, min(tries)),
+            "tries_s": tries,
+        }
+        out["paging"]["ratio"] = run["rows_per_s"] / out["raw_scan"]["rows_per_s"]
+        say(
+            f"  raw keyset scan ({scan_sql(bool(attributes)).split(' FROM')[0]}), best of "
+            f"{len(tries)}: {out['raw_scan']['rows_per_s']:,.0f} rows/s; ratio "
+            f"{out['paging']['ratio']:.2f} ({la()})"
+        )
+
+    # the approval passes, in page order
+    half = set(random.Random(args.seed + index).sample(order, n // 2))
+    passes = [pass_entries(order, p, half) for p in range(args.passes)]
+    out["approvals"] = []
+    for p, entries in enumerate(passes):
+        bodies = approval_bodies(campaign_id, entries, args.approval_batch)
+        label = f"pass {p + 1} ({PASSES[p]}), {in_flight} in flight"
+        run = approve_all(base, key, bodies, in_flight, label)
+        run["pass"] = PASSES[p]
+        out["approvals"].append(run)
+        say(
+            f"  approvals {label}: {run['rows_per_s']:,.0f} rows/s, calls 1st/2nd/p50/last "
+            f"tenth {run['call_ms_first']:.0f}/{run['call_ms_second']:.0f}/"
+            f"{run['call_ms_p50']:.0f}/{run['call_ms_last_tenth_p50']:.0f} ms ({la()})"
+        )
+    del bodies
+    expected = n if args.passes != 2 else n - len(half)
+    approved = check(http.get(f"/api/v1/campaigns/{campaign_id}"))["counts"]["approved"]
+    if approved != expected:
+        raise RuntimeError(f"approved {approved} != {expected}")
+    if args.raw_tries:
+        say(f"  raw baseline: the same passes, {args.raw_tries} tries")
+        raws = raw_passes(kind, url, campaign_id + 10_000_000, passes, args.raw_tries)
+        for run, raw in zip(out["approvals"], raws, strict=True):
+            run["raw"] = raw
+            run["ratio"] = run["rows_per_s"] / raw["rows_per_s"]
+    first, last = out["approvals"][0], out["approvals"][-1]
+    out["third_over_first"] = last["seconds"] / last["rows"] / (first["seconds"] / first["rows"])
+    out["load_at_end"] = os.getloadavg()
+    return out
+
+
 def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     n = args.customers
     key = "clr_bench_" + secrets.token_urlsafe(24)
     workdir = Path(tempfile.mkdtemp(prefix=f"clearance-bench-{kind}-"))
-    say(f"=== {kind}: {n:,} customers, working in {workdir}")
+    say(f"=== {kind}: {n:,} customers, working in {workdir} ({la()})")
     result: dict[str, Any] = {
         "database": kind,
         "customers": n,
         "workdir": str(workdir),
         "server_processes": args.server_processes,
+        "load_average_at_start": os.getloadavg(),
+        "campaigns": [],
     }
-    result["load_average_at_start"] = os.getloadavg()
-    ids = customer_ids(n)
+    t0 = time.perf_counter()
+    ids = customer_ids(n, args.seed)
+    say(f"{n:,} random ids of 8-16 characters made in {time.perf_counter() - t0:.1f} s")
     try:
         with (
             fresh_database(kind, workdir, args.postgres_url, args.keep) as url,
             api_server(
                 url, workdir, key, shlex.split(args.server_wrapper), args.server_processes
-            ) as base,
+            ) as (base, server_pid),
             httpx.Client(base_url=base, headers={"X-API-KEY": key}, timeout=600) as http,
         ):
             result["db_version"] = db_version(kind, url)
             result["engine_commit"] = git_state()
-            # draft campaign, target group, schedule, process (in-process worker, fake clock)
-            made = create_and_upload(http, ids, args.upload_chunk)
-            campaign_id, execute_at = made["campaign_id"], made["execute_at"]
-            result["upload"] = {
-                "seconds": made["upload_s"],
-                "rows_per_s": rate(n, made["upload_s"]),
-            }
-            check(http.post(f"/api/v1/campaigns/{campaign_id}/schedule"))
             store = open_store(url)
             clock = FakeClock(datetime.now(UTC))
             settings = Settings(database_url=url, file_channel_dir=str(workdir / "sends"))
             worker = Worker(store, settings, clock, worker_id="bench-worker")
             try:
-                t0 = time.perf_counter()
-                worker.drain()
-                result["process_s"] = time.perf_counter() - t0
-                state = check(http.get(f"/api/v1/campaigns/{campaign_id}"))
-                if state["state"] != "awaiting_clearance":
-                    raise RuntimeError(f"after processing the campaign is {state}")
-                say(
-                    f"campaign {campaign_id} awaiting_clearance, required by "
-                    f"{state['clearance_required_by']} UTC"
-                )
-
-                # raw insert baseline: same table, another campaign id, measured before the approval
-                # passes leave dead rows behind (PostgreSQL autovacuum would then run beside it)
-                # Baselines are the best of a few tries (each under its own campaign id): on a
-                # shared machine one slow try would flatter the API's ratio.
-                samples = []
-                routes = []
-                for k in range(args.raw_insert_tries):
-                    route = RAW_ROUTES[kind][k % len(RAW_ROUTES[kind])]
-                    say(
-                        f"raw insert {k + 1}/{args.raw_insert_tries}: {n:,} rows into "
-                        f"{RAW_TABLE} "
-                        f"({'executemany, one transaction' if kind == 'sqlite' else 'COPY'}, "
-                        f"{route})"
-                    )
-                    rows = raw_rows(campaign_id + 1_000_000 * (k + 1), ids)
-                    samples.append(raw_insert(kind, url, rows, route))
-                    routes.append(route)
-                    del rows
-                    say(f"  -> {rate(n, samples[-1]):,.0f} rows/s ({samples[-1]:.1f} s)")
-                    # the baseline's rows go, so every insert starts from the same empty table
-                    empty_log(kind, url, args)
-                seconds = min(samples)
-                result["raw_insert"] = {
-                    "seconds": seconds,
-                    "rows_per_s": rate(n, seconds),
-                    "tries_s": samples,
-                    "routes": routes,
-                    "best_route": routes[samples.index(seconds)],
-                }
-                result["settle_s"] = [settle(kind, url, args, "after upload and raw insert")]
-
-                # paging through the API against a raw keyset scan: after processing, as a listener
-                # pulls the customers on EventTypeID 5, before it sends its approvals
-                result["paging"] = []
-                result["raw_scan"] = []
-                say("warm-up: one untimed raw scan, so neither side pays for the first read")
-                raw_scan(kind, url, campaign_id, max(args.page_sizes), n)
-                for top in args.page_sizes:
-                    say(f"paging via API, $top={top:,}")
-                    run = page_api(http, campaign_id, top, ids, f"paging $top={top}")
-                    say(f"  -> {run['rows_per_s']:,.0f} rows/s ({run['seconds']:.1f} s)")
-                    result["paging"].append(run)
-                    say(f"raw keyset scan, LIMIT {top:,}, 3 tries")
-                    tries = [raw_scan(kind, url, campaign_id, top, n) for _ in range(3)]
-                    raw = min(tries, key=lambda t: t["seconds"])
-                    raw["tries_s"] = [t["seconds"] for t in tries]
-                    say(f"  -> {raw['rows_per_s']:,.0f} rows/s (best of 3: {raw['seconds']:.2f} s)")
-                    result["raw_scan"].append(raw)
-
-                # approvals through the API (the server's real clock: all long before the deadline).
-                # Every pass approves all N. Where approvals are an append-only log, the bench
-                # empties it between passes so each pass does the same work and the freeze reads
-                # N log rows, not N per pass.
-                bodies = approval_bodies(campaign_id, ids, args.approval_batch)
-                log_table = has_table(kind, url, "approvals")
-                result["approvals"] = []
-                for k, in_flight in enumerate(args.approval_concurrency):
-                    if k and log_table:
-                        empty_log(kind, url, args)
-                    say(
-                        f"approvals: {n:,} customers, {args.approval_batch:,}/call, "
-                        f"{in_flight} in flight"
-                    )
-                    run = approve_all(base, key, bodies, in_flight, n)
-                    say(f"  -> {run['rows_per_s']:,.0f} rows/s ({run['seconds']:.1f} s)")
-                    result["approvals"].append(run)
-                del bodies
-                if log_table:
-                    result["approvals_log_rows"] = run_sql(
+                for index, in_flight in enumerate(args.in_flight):
+                    if index:  # a fresh order for each campaign, uploaded at random again
+                        random.Random(args.seed + 100 + index).shuffle(ids)
+                    attributes = args.attributes[index % len(args.attributes)]
+                    say(f"--- campaign {index + 1}: {in_flight} approval call(s) in flight")
+                    c = run_campaign(
                         kind,
                         url,
-                        "SELECT COUNT(*) FROM approvals WHERE campaign_id = ?",
-                        (campaign_id,),
-                    )[0][0]
-                approved = check(http.get(f"/api/v1/campaigns/{campaign_id}"))["counts"]
-                if approved["approved"] != n:
-                    raise RuntimeError(f"approved {approved['approved']} != {n}")
-
+                        args,
+                        http,
+                        base,
+                        key,
+                        worker,
+                        clock,
+                        ids,
+                        in_flight,
+                        attributes,
+                        index,
+                    )
+                    result["campaigns"].append(c)
+                    if index < len(args.in_flight) - 1:
+                        # only the last campaign runs to execution; this one is canceled and its
+                        # approvals go, so the next campaign starts from the same empty log
+                        check(http.post(f"/api/v1/campaigns/{c['campaign_id']}/cancel"))
+                        run_sql(kind, url, "DELETE FROM approvals")
+                        if kind == "postgres" and args.settle:
+                            run_sql(kind, url, "VACUUM approvals")
+                        worker.drain()
+                campaign_id = result["campaigns"][-1]["campaign_id"]
+                execute_at = result["campaigns"][-1]["execute_at"]
+                expected = n if args.passes != 2 else n - n // 2
                 if kind == "postgres":
                     result["pg_tables_after_approvals"] = pg_table_stats(url)
 
-                # execution: the worker's clock past the deadline (freeze), then execute_at
+                # the worker's clock past the deadline (freeze), then execute_at
                 crb = execute_at - timedelta(seconds=60)
                 clock.set(crb + timedelta(seconds=1))
                 t0 = time.perf_counter()
                 worker.drain()
                 result["freeze_s"] = time.perf_counter() - t0
-                say(f"freeze: {result['freeze_s']:.2f} s")
+                say(f"freeze: {rate(n, result['freeze_s']):,.0f} customers/s ({la()})")
                 state = check(http.get(f"/api/v1/campaigns/{campaign_id}"))
-                if state["state"] != "cleared" or state["counts"]["approved"] != n:
+                if state["state"] != "cleared" or state["counts"]["approved"] != expected:
                     raise RuntimeError(f"after the deadline the campaign is {state}")
-                result["settle_s"].append(settle(kind, url, args, "after the freeze"))
+                settle(kind, url, args, "after the freeze")
                 clock.set(execute_at + timedelta(seconds=1))
-                say(f"executing {n:,} sends to the file channel")
+                say(f"executing {expected:,} sends to the file channel")
                 profiler = cProfile.Profile() if args.profile_execution else None
                 t0 = time.perf_counter()
                 if profiler:
@@ -677,7 +835,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 lines, distinct, files = count_sent_lines(workdir / "sends")
                 result["execution"] = {
                     "seconds": seconds,
-                    "sends_per_s": rate(n, seconds),
+                    "sends_per_s": rate(expected, seconds),
                     "state": state["state"],
                     "counts": state["counts"],
                     "file_lines": lines,
@@ -685,15 +843,17 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     "files": files,
                 }
                 say(
-                    f"  -> {rate(n, seconds):,.0f} sends/s ({seconds:.1f} s), state "
-                    f"{state['state']}, counts {state['counts']}, {lines:,} lines in {files} files"
+                    f"  -> {rate(expected, seconds):,.0f} sends/s ({seconds:.1f} s), state "
+                    f"{state['state']}, {lines:,} lines in {files} files ({la()})"
                 )
-                if state["state"] != "executed" or state["counts"]["sent"] != n:
-                    raise RuntimeError(f"execution did not send to all {n}: {state}")
-                if lines != n or distinct != n:
+                if state["state"] != "executed" or state["counts"]["sent"] != expected:
+                    raise RuntimeError(f"execution did not send to all {expected}: {state}")
+                if lines != expected or distinct != expected:
                     raise RuntimeError(f"file channel holds {lines} lines / {distinct} customers")
                 if kind == "postgres":
                     result["pg_tables_after_execution"] = pg_table_stats(url)
+                result["api_peak_rss_mib"] = peak_rss_mib(server_pid)
+                say(f"API process peak RSS: {result['api_peak_rss_mib']:,.0f} MiB")
                 if git_state() != result["engine_commit"]:
                     result["engine_commit"] += f" (changed during the run: now {git_state()})"
                     say(f"WARNING: the engine's source changed during the run: {git_state()}")
@@ -706,128 +866,85 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     result["load_average_at_end"] = os.getloadavg()
-    add_ratios(result)
     return result
 
 
-def add_ratios(r: dict[str, Any]) -> None:
-    raw_ins = r["raw_insert"]["rows_per_s"]
-    for run in r["approvals"]:
-        run["ratio_vs_raw_insert"] = run["rows_per_s"] / raw_ins
-    scans = {s["limit"]: s["rows_per_s"] for s in r["raw_scan"]}
-    base_scan = scans.get(10_000) or next(iter(scans.values()))
-    for run in r["paging"]:
-        run["ratio_vs_raw_scan_10000"] = run["rows_per_s"] / base_scan
-        run["ratio_vs_raw_scan_same_limit"] = run["rows_per_s"] / scans[run["top"]]
-    first = r["approvals"][0]
-    best_page = max(r["paging"], key=lambda p: p["rows_per_s"])
-    r["targets"] = {
-        "approvals_ratio": first["ratio_vs_raw_insert"],
-        "approvals_ratio_best": max(a["ratio_vs_raw_insert"] for a in r["approvals"]),
-        "approvals_target": APPROVAL_TARGET,
-        "approvals_met": first["ratio_vs_raw_insert"] >= APPROVAL_TARGET,
-        "paging_ratio_top10000": next(
-            (p["ratio_vs_raw_scan_10000"] for p in r["paging"] if p["top"] == 10_000), None
-        ),
-        "paging_ratio_best": best_page["ratio_vs_raw_scan_10000"],
-        "paging_target": PAGING_TARGET,
-        "paging_met": best_page["ratio_vs_raw_scan_10000"] >= PAGING_TARGET,
-    }
-
-
 # --- reporting ------------------------------------------------------------------------------------
+def verdict(value: float | None, target: float, higher: bool = True) -> str:
+    if value is None:
+        return ""
+    ok = value >= target if higher else value <= target
+    return f"{'>=' if higher else '<='} {target} {'ok' if ok else 'MISSED'}"
+
+
 def table(r: dict[str, Any]) -> str:
     n = r["customers"]
-    raw_label = (
-        "executemany, 1 txn"
-        if r["database"] == "sqlite"
-        else f"COPY {r['raw_insert'].get('best_route', '')}"
-    )
+    start, end = r["load_average_at_start"], r["load_average_at_end"]
     lines = [
-        f"{r['database']} ({r.get('db_version', '')}), {n:,} customers, "
+        f"{r['database']} ({r.get('db_version', '')}), {n:,} random ids, "
         f"{r.get('server_processes', 1)} API process(es), engine {r['engine_commit']}",
-        f"{'step':<52}{'seconds':>9}{'rows/s':>12}{'ratio':>8}  target",
-        "-" * 90,
+        f"load average at start {start[0]:.2f} {start[1]:.2f} {start[2]:.2f}, "
+        f"at end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}",
+        f"{'step':<76}{'seconds':>9}{'rows/s':>12}{'ratio':>7}  target",
+        "-" * 118,
     ]
 
     def row(label: str, seconds: float, per_s: float, ratio: str = "", target: str = "") -> None:
-        lines.append(f"{label:<52}{seconds:>9.2f}{per_s:>12,.0f}{ratio:>8}  {target}")
+        lines.append(f"{label:<76}{seconds:>9.2f}{per_s:>12,.0f}{ratio:>7}  {target}")
 
-    row("upload target group (NDJSON, API)", r["upload"]["seconds"], r["upload"]["rows_per_s"])
-    lines.append(f"{'process (worker)':<52}{r['process_s']:>9.2f}")
-    for a in r["approvals"]:
-        ratio = a["ratio_vs_raw_insert"]
+    for c in r["campaigns"]:
+        f = c["in_flight"]
         row(
-            f"approvals API, {a['in_flight']} in flight (p50 {a['call_ms_p50']:.0f} ms, "
-            f"1st {a['call_ms_first']:.0f})",
-            a["seconds"],
-            a["rows_per_s"],
-            f"{ratio:.2f}",
-            f">= {APPROVAL_TARGET} {'ok' if ratio >= APPROVAL_TARGET else 'MISSED'}",
+            f"[{f} in flight] upload target group (NDJSON, API)",
+            c["upload"]["seconds"],
+            c["upload"]["rows_per_s"],
         )
-    row(
-        f"raw insert baseline ({raw_label}, best of {len(r['raw_insert']['tries_s'])})",
-        r["raw_insert"]["seconds"],
-        r["raw_insert"]["rows_per_s"],
-    )
-    for p in r["paging"]:
-        ratio = p["ratio_vs_raw_scan_10000"]
+        lines.append(f"{f'[{f} in flight] process (notify)':<76}{c['process_s']:>9.2f}")
+        p = c["paging"]
+        cols = "attributes" if p["attributes"] else "no attributes"
         row(
-            f"paging API, $top={p['top']:,}",
+            f"[{f} in flight] paging, first pass, $top={p['top']:,}, {cols}",
             p["seconds"],
             p["rows_per_s"],
-            f"{ratio:.2f}",
-            f">= {PAGING_TARGET} {'ok' if ratio >= PAGING_TARGET else 'MISSED'} (vs raw 10k)",
+            f"{p['ratio']:.2f}" if "ratio" in p else "",
+            verdict(p.get("ratio"), PAGING_TARGET),
         )
-    for s in r["raw_scan"]:
-        row(f"raw keyset scan, LIMIT {s['limit']:,} (best of 3)", s["seconds"], s["rows_per_s"])
-    row(
-        f"freeze (worker, {r.get('approvals_log_rows', n):,} log rows)",
-        r["freeze_s"],
-        rate(n, r["freeze_s"]),
-    )
+        if "raw_scan" in c:
+            s = c["raw_scan"]
+            row(
+                f"    raw keyset scan of the same columns (best of {len(s['tries_s'])})",
+                s["seconds"],
+                s["rows_per_s"],
+            )
+        for a in c["approvals"]:
+            row(
+                f"[{f} in flight] {a['pass']} (call 1st {a['call_ms_first']:.0f}, p50 "
+                f"{a['call_ms_p50']:.0f}, last tenth {a['call_ms_last_tenth_p50']:.0f} ms)",
+                a["seconds"],
+                a["rows_per_s"],
+                f"{a['ratio']:.2f}" if "ratio" in a else "",
+                verdict(a.get("ratio"), APPROVAL_TARGET),
+            )
+            if "raw" in a:
+                row(
+                    f"    raw insert, same rows and order ({a['raw']['route']})",
+                    a["raw"]["seconds"],
+                    a["raw"]["rows_per_s"],
+                )
+        lines.append(
+            f"{f'[{f} in flight] last pass per row / first pass per row':<76}{'':>9}{'':>12}"
+            f"{c['third_over_first']:>7.2f}  "
+            f"{verdict(c['third_over_first'], SLOWDOWN_TARGET, False)}"
+        )
+    expected = r["execution"]["counts"]["sent"]
+    row("freeze (worker)", r["freeze_s"], rate(n, r["freeze_s"]))
     e = r["execution"]
     row("execution to file channel (sends/s)", e["seconds"], e["sends_per_s"])
     lines.append(
-        f"verified: state {e['state']}, sent {e['counts']['sent']:,}, {e['file_lines']:,} "
+        f"verified: state {e['state']}, sent {expected:,}, {e['file_lines']:,} "
         f"NDJSON lines / {e['file_customers']:,} customers in {e['files']} files"
     )
-    return "\n".join(lines)
-
-
-def summary(results: list[dict[str, Any]]) -> str:
-    names = [r["database"] for r in results]
-    lines = [f"{'rows/s':<40}" + "".join(f"{n:>14}" for n in names), "-" * (40 + 14 * len(names))]
-
-    def add(label: str, values: list[str]) -> None:
-        lines.append(f"{label:<40}" + "".join(f"{v:>14}" for v in values))
-
-    add("upload (API)", [f"{r['upload']['rows_per_s']:,.0f}" for r in results])
-    for i, a in enumerate(results[0]["approvals"]):
-        add(
-            f"approvals, {a['in_flight']} in flight",
-            [f"{r['approvals'][i]['rows_per_s']:,.0f}" for r in results],
-        )
-    add("raw insert", [f"{r['raw_insert']['rows_per_s']:,.0f}" for r in results])
-    for i, a in enumerate(results[0]["approvals"]):
-        add(
-            f"  ratio approvals x{a['in_flight']}/raw",
-            [f"{r['approvals'][i]['ratio_vs_raw_insert']:.2f}" for r in results],
-        )
-    for i, p in enumerate(results[0]["paging"]):
-        add(f"paging $top={p['top']:,}", [f"{r['paging'][i]['rows_per_s']:,.0f}" for r in results])
-    for i, s in enumerate(results[0]["raw_scan"]):
-        add(
-            f"raw keyset scan LIMIT {s['limit']:,}",
-            [f"{r['raw_scan'][i]['rows_per_s']:,.0f}" for r in results],
-        )
-    for i, p in enumerate(results[0]["paging"]):
-        add(
-            f"  ratio paging $top={p['top']:,}/raw 10k",
-            [f"{r['paging'][i]['ratio_vs_raw_scan_10000']:.2f}" for r in results],
-        )
-    add("freeze (customers/s)", [f"{rate(r['customers'], r['freeze_s']):,.0f}" for r in results])
-    add("execution (sends/s)", [f"{r['execution']['sends_per_s']:,.0f}" for r in results])
+    lines.append(f"API process peak RSS: {r['api_peak_rss_mib']:,.0f} MiB")
     return "\n".join(lines)
 
 
@@ -839,6 +956,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--database", choices=["sqlite", "postgres", "both"], default="both")
     p.add_argument("--customers", type=lambda s: int(s.replace("_", "")), default=1_000_000)
+    p.add_argument("--seed", type=int, default=13, help="the random ids and orders")
     p.add_argument(
         "--postgres-url",
         default=os.environ.get(
@@ -849,20 +967,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upload-chunk", type=int, default=100_000, help="customers per upload call")
     p.add_argument("--approval-batch", type=int, default=10_000, help="approvals per call")
     p.add_argument(
-        "--approval-concurrency",
+        "--in-flight",
         type=parse_ints,
-        default=[1, 2, 4],
-        help="calls in flight for each approval pass, comma separated (default 1,2,4); every "
-        "pass approves all customers; the first figure is the one held to the target",
+        default=[1, 4],
+        help="approval calls in flight; one campaign each, in turn (default 1,4)",
     )
     p.add_argument(
-        "--raw-insert-tries",
+        "--passes",
         type=int,
-        default=4,
-        help="raw insert baseline tries (best counts); PostgreSQL alternates the COPY routes "
-        "write_row and text; the table is emptied (and vacuumed) after each",
+        choices=[1, 2, 3],
+        default=3,
+        help="approval passes: approve all, revoke a random half, approve all again (default 3)",
     )
-    p.add_argument("--page-sizes", type=parse_ints, default=[10_000, 100_000])
+    p.add_argument("--page-size", type=int, default=10_000, help="$top of the paging pass")
+    p.add_argument(
+        "--attributes",
+        type=lambda s: s.split(","),
+        default=["", "tier;score"],
+        help="CustomerAttributes of each campaign's paging pass, comma separated, cycled "
+        "(default: none for the first, 'tier;score' for the second)",
+    )
+    p.add_argument("--scan-tries", type=int, default=3, help="raw keyset scans (best counts)")
+    p.add_argument(
+        "--raw-tries",
+        type=int,
+        default=2,
+        help="raw insert baselines of every pass (best counts); the routes alternate (SQLite "
+        "executemany / json_each, PostgreSQL COPY write_row / text), so 2 tries each once",
+    )
+    p.add_argument(
+        "--e2e",
+        action="store_true",
+        help="the end-to-end size run: one campaign, 1 in flight, one approval pass, no raw "
+        "baselines (each step's rate and the API's peak RSS)",
+    )
     p.add_argument(
         "--server-processes",
         type=int,
@@ -887,6 +1025,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir and the database")
     args = p.parse_args(argv)
+    if args.e2e:
+        args.in_flight, args.passes, args.raw_tries, args.scan_tries = [1], 1, 0, 0
 
     kinds = ["sqlite", "postgres"] if args.database == "both" else [args.database]
     OUT_DIR.mkdir(parents=True, exist_ok=True)
@@ -897,16 +1037,12 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    results = []
     for kind in kinds:
         r = run_one(kind, args)
         r["environment"] = env
-        path = OUT_DIR / f"scheduled-{kind}.json"
-        path.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
+        path = OUT_DIR / f"scheduled-{kind}{'-e2e' if args.e2e else ''}.json"
+        path.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2, default=str))
         print("\n" + table(r) + f"\n(written to {path})\n", flush=True)
-        results.append(r)
-    if len(results) > 1:
-        print(summary(results), flush=True)
     return 0
 
 

@@ -10,13 +10,13 @@ import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from clearance.api.auth import authenticate
 from clearance.api.body import read_json
 from clearance.api.deps import runtime_of
+from clearance.api.pages import processed_page
 from clearance.api.ratelimit import LoginThrottle
 from clearance.api.responses import JSON
 from clearance.api.wire_groups import approval_reply, grouped_page
@@ -206,29 +206,8 @@ def _processed_page(
         runtime.scheduled.membership.prefetch(campaign_id)
     if (grouped := grouped_page(runtime, c, group, top, skip, names)) is not None:
         return grouped
-    action_id = c.action_id
-    promo = c.promo_code_for
-    if not names:
-        rows = runtime.store.page_target(campaign_id, skip, top, attributes=False)
-        return orjson.dumps(
-            [
-                {"CustomerID": cid, "ActionID": action_id, "PromoCode": promo(seq)}
-                for seq, cid in rows
-            ]
-        )
-    rows = runtime.store.page_target(campaign_id, skip, top)
-    out = []
-    for seq, cid, attrs in rows:
-        values = orjson.loads(attrs) if attrs else {}
-        out.append(
-            {
-                "CustomerID": cid,
-                "ActionID": action_id,
-                "PromoCode": promo(seq),
-                "CustomerAttributes": [values.get(n) for n in names],
-            }
-        )
-    return orjson.dumps(out)
+    rows = runtime.store.page_target(campaign_id, skip, top, attributes=bool(names))
+    return processed_page(rows, c.action_id, c.promo_codes, names)
 
 
 async def canceled_customers(request: Request, runtime: Runtime, who: Principal) -> Response:

@@ -248,9 +248,9 @@ class CampaignStore:
         after = 0
         while True:
             with self.db.reader() as tx:
-                rows = tx.fetchall(
-                    "SELECT seq, customer_id FROM target_customers "
-                    "WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                rows = tx.fetch_rows(
+                    "seq, customer_id",
+                    "FROM target_customers WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                     (campaign_id, after, page),
                 )
             if not rows:
@@ -260,11 +260,11 @@ class CampaignStore:
 
     def page_target(
         self, campaign_id: int, after_seq: int, limit: int, attributes: bool = True
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[Sequence[Any]]:
         """(seq, customer_id[, attributes]) rows by key; both drivers return seq as an int."""
         with self.db.reader() as tx:
-            return tx.fetchall(
-                f"SELECT seq, customer_id{', attributes' if attributes else ''} "
+            return tx.fetch_rows(
+                f"seq, customer_id{', attributes' if attributes else ''}",
                 "FROM target_customers WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (campaign_id, after_seq, limit),
             )

@@ -10,7 +10,7 @@ import abc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 Row = tuple[Any, ...]
 Params = Sequence[Any]
@@ -28,6 +28,11 @@ class Tx(abc.ABC):
 
     @abc.abstractmethod
     def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
+
+    def fetch_rows(self, columns: str, rest: str, params: Params = ()) -> list[Sequence[Any]]:
+        """The rows of `SELECT {columns} {rest}` for a bulk read (a page of the target group); a
+        backend may carry them in one piece. `columns` are plain column names."""
+        return cast(list[Sequence[Any]], self.fetchall(f"SELECT {columns} {rest}", params))
 
     def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         rows = self.fetchall(sql, params)

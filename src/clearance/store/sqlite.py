@@ -31,6 +31,17 @@ class SQLiteTx(Tx):
     def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         return self.conn.execute(sql, params).fetchall()
 
+    def fetch_rows(self, columns: str, rest: str, params: Params = ()) -> list[Sequence[Any]]:
+        # One JSON array for the whole read, not a row at a time: the driver releases and
+        # re-takes the GIL for every row it steps, so two bulk reads at once (a listener's page
+        # and the membership index being built) convoy on it; this takes it back once.
+        row = self.conn.execute(
+            f"SELECT json_group_array(json_array({columns})) FROM (SELECT {columns} {rest})",
+            params,
+        ).fetchone()
+        rows: list[Sequence[Any]] = orjson.loads(row[0]) if row and row[0] else []
+        return rows
+
     def fetchdicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
         cur = self.conn.execute(sql, params)
         names = [d[0] for d in cur.description]
