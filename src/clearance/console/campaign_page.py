@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from clearance.clock import from_ms, to_ms
 from clearance.console.progress import project
 from clearance.console.render import page
+from clearance.console.send_groups import group_rows
 from clearance.console.session import Viewer, runtime_of, viewer
 from clearance.domain import Campaign, State
 from clearance.errors import NotFound
@@ -197,6 +198,7 @@ def campaign_page_routes(r: APIRouter) -> None:
             c=c,
             live=live_state(runtime, c),
             steps=timeline(runtime, c),
+            groups=group_rows(runtime, c),
             rows=rows,
             outcome=outcome,
             outcomes=OUTCOME_FILTERS,
