@@ -173,12 +173,15 @@ class AccessStore:
             )
 
     def revoke_api_key(self, key_id: str, now_ms: int) -> None:
+        """Revoke the key and end the sessions opened with it (a console session signed in with
+        the key is also an Authorization-Token: it must not outlive the key)."""
         with self.db.transaction() as tx:
             if not tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
                 (now_ms, key_id),
             ):
                 raise NotFound(f"no active key {key_id}")
+            tx.execute("DELETE FROM sessions WHERE username = ?", (key_id,))
 
     # --- audit trail ----------------------------------------------------------------------------
     def record_audit(

@@ -1,0 +1,80 @@
+"""The console under a hostile review, over real HTTP on loopback against a real SQLite file:
+sessions that must end (a revoked key, a demoted or re-passworded user), CSV exports that a
+spreadsheet must not run, numbers that are not ASCII digits, listener rules the API enforces,
+target group files with surprising rows, and sign-in guesses with a key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from clearance.scheduled.service import ScheduledService
+from clearance.store import Store
+from tests.conftest import AsgiServer, serve_api
+
+PASSWORD = "correct horse"
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'console.db'}"
+
+
+OPEN: list[httpx.Client] = []
+
+
+@pytest.fixture
+def server(engine: ScheduledService) -> Iterator[AsgiServer]:
+    s = serve_api(engine)
+    yield s
+    while OPEN:
+        OPEN.pop().close()
+    s.stop()
+
+
+def browser(server: AsgiServer) -> httpx.Client:
+    c = httpx.Client(base_url=server.url, timeout=10, follow_redirects=False)
+    OPEN.append(c)
+    return c
+
+
+def sign_in(c: httpx.Client, user: str, password: str) -> httpx.Response:
+    form = c.get("/console/sign-in")
+    token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert token is not None
+    return c.post(
+        "/console/sign-in", data={"user": user, "password": password, "csrf": token.group(1)}
+    )
+
+
+def csrf_of(c: httpx.Client, path: str = "/console/campaigns") -> str:
+    found = re.search(r'data-csrf="([^"]+)"', c.get(path).text)
+    assert found is not None
+    return found.group(1)
+
+
+def signed_in(server: AsgiServer, user: str, password: str) -> httpx.Client:
+    c = browser(server)
+    assert sign_in(c, user, password).status_code == 303
+    assert c.get("/console/campaigns").status_code == 200
+    return c
+
+
+# --- sessions -------------------------------------------------------------------------------------
+def test_a_revoked_keys_session_is_no_api_token_either(server: AsgiServer, store: Store) -> None:
+    key_id, key = store.create_api_key("admin", "ops", 0)
+    c = signed_in(server, "", key)
+    token = c.cookies["clearance_console"]
+    as_token = {"Authorization-Token": token}
+    api = browser(server)
+    assert api.get("/api/v1/keys", headers=as_token).status_code == 200
+    other = store.create_api_key("admin", "other", 0)[1]
+    revoked = api.delete(f"/api/v1/keys/{key_id}", headers={"X-API-KEY": other})
+    assert revoked.status_code in (200, 204)
+    assert c.get("/console/campaigns").status_code == 303  # the console ends it
+    # and the same token is no Authorization-Token for the API any more
+    assert api.get("/api/v1/keys", headers=as_token).status_code == 401
