@@ -78,3 +78,28 @@ def test_a_revoked_keys_session_is_no_api_token_either(server: AsgiServer, store
     assert c.get("/console/campaigns").status_code == 303  # the console ends it
     # and the same token is no Authorization-Token for the API any more
     assert api.get("/api/v1/keys", headers=as_token).status_code == 401
+
+
+def test_a_demoted_user_loses_the_console(server: AsgiServer, store: Store) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    store.upsert_user("ops", PASSWORD, "integrations", 0)
+    assert c.get("/console/campaigns").status_code == 303
+    assert c.get("/console/keys", headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_a_new_password_ends_the_old_sessions(server: AsgiServer, store: Store) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    kept = signed_in(server, "ops", PASSWORD)
+    store.upsert_user("ops", PASSWORD, "admin", 0)  # the same password again (a restart): kept
+    assert kept.get("/console/campaigns").status_code == 200
+    store.upsert_user("ops", "a new secret", "admin", 0)
+    assert kept.get("/console/campaigns").status_code == 303
+
+
+def test_a_deleted_user_loses_the_console(server: AsgiServer, store: Store) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    with store.db.transaction() as tx:
+        tx.execute("DELETE FROM users WHERE username = ?", ("ops",))
+    assert c.get("/console/campaigns").status_code == 303

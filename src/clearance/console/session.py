@@ -66,8 +66,12 @@ def _viewer(runtime: Runtime, token: str) -> Viewer | None:
     )
     if principal is None or expired or principal.access_type != "admin":
         return None
-    # a session opened with a key ends when the key is revoked (fail closed)
-    if principal.name.startswith("key_") and not runtime.store.key_active(principal.name):
+    # a session opened with a key ends when the key is revoked; a user's when the user is gone
+    # or no longer admin (fail closed)
+    if principal.name.startswith("key_"):
+        if not runtime.store.key_active(principal.name):
+            return None
+    elif runtime.store.user_access(principal.name) != "admin":
         return None
     return Viewer(principal.name, token, csrf_for(token))
 

@@ -221,7 +221,16 @@ class AccessStore:
 
     # --- login users and session tokens ---------------------------------------------------------
     def upsert_user(self, username: str, password: str, access_type: str, now_ms: int) -> None:
+        """Create or replace a login user. A new password or access type ends the user's
+        sessions (the same again, as the bootstrap user at every start, keeps them)."""
+        with self.db.reader() as tx:
+            old = tx.fetchone(
+                "SELECT password_hash, access_type FROM users WHERE username = ?", (username,)
+            )
+        same = old is not None and old[1] == access_type and check_password(password, old[0])
         with self.db.transaction() as tx:
+            if old is not None and not same:
+                tx.execute("DELETE FROM sessions WHERE username = ?", (username,))
             tx.execute("DELETE FROM users WHERE username = ?", (username,))
             tx.execute(
                 "INSERT INTO users (username, password_hash, access_type, created_at) "

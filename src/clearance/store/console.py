@@ -214,6 +214,12 @@ class ConsoleStore:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM sessions WHERE token_hash = ?", (hash_key(token),))
 
+    def user_access(self, username: str) -> str | None:
+        """The login user's access type now, or None when there is no such user."""
+        with self.db.reader() as tx:
+            row = tx.fetchone("SELECT access_type FROM users WHERE username = ?", (username,))
+        return None if row is None else str(row[0])
+
     def key_active(self, key_id: str) -> bool:
         with self.db.reader() as tx:
             row = tx.fetchone(
