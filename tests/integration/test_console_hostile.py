@@ -5,6 +5,8 @@ target group files with surprising rows, and sign-in guesses with a key."""
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,9 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clearance.domain import State
 from clearance.scheduled.service import ScheduledService
 from clearance.store import Store
 from tests.conftest import AsgiServer, serve_api
+from tests.helpers import new_campaign
 
 PASSWORD = "correct horse"
 
@@ -103,3 +107,24 @@ def test_a_deleted_user_loses_the_console(server: AsgiServer, store: Store) -> N
     with store.db.transaction() as tx:
         tx.execute("DELETE FROM users WHERE username = ?", ("ops",))
     assert c.get("/console/campaigns").status_code == 303
+
+
+# --- CSV exports --------------------------------------------------------------------------------
+FORMULAS = ["=1+2", "+1+2", "-1+2", "@SUM(A1)", "\tTAB", '=HYPERLINK("http://x")']
+
+
+def test_csv_export_neutralises_formulas(
+    server: AsgiServer, store: Store, engine: ScheduledService
+) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    campaign = new_campaign(engine, customer_ids=[*FORMULAS, "plain-1"])
+    engine.cancel(campaign.campaign_id)
+    assert store.get_campaign(campaign.campaign_id).state == State.CANCELED
+    got = c.get(f"/console/campaigns/{campaign.campaign_id}/customers.csv")
+    assert got.status_code == 200
+    cells = [row[0] for row in csv.reader(io.StringIO(got.text))][1:]
+    assert "plain-1" in cells
+    for cell in cells:
+        assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), cell
+    assert "'=1+2" in cells  # kept readable: one quote in front

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from clearance.clock import from_ms, to_ms
+from clearance.console.csvcell import row as csv_row
 from clearance.console.progress import project
 from clearance.console.render import page
 from clearance.console.session import Viewer, runtime_of, viewer
@@ -154,7 +155,7 @@ def _export(runtime: Runtime, c: Campaign, outcome: str) -> Iterator[str]:
                 if o.approved_at_ms is None
                 else from_ms(o.approved_at_ms).astimezone(tz).isoformat()
             )
-            w.writerow([o.customer_id, o.outcome, o.reason or "", at])
+            w.writerow(csv_row([o.customer_id, o.outcome, o.reason or "", at]))
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()
