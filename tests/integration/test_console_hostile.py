@@ -128,3 +128,23 @@ def test_csv_export_neutralises_formulas(
     for cell in cells:
         assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), cell
     assert "'=1+2" in cells  # kept readable: one quote in front
+
+
+# --- numbers ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "fields"),
+    [
+        ("/console/gateway", {"url": "http://127.0.0.1:9/", "timeout_ms": "²"}),
+        ("/console/listeners", {"url": "http://127.0.0.1:9/", "event_type_id": "²"}),
+        ("/console/triggered/save", {"id": "t1", "event": "deposit", "channel_id": "²"}),
+    ],
+)
+def test_unicode_digits_are_refused_not_a_crash(
+    server: AsgiServer, store: Store, path: str, fields: dict[str, str]
+) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    got = c.post(path, data={**fields, "csrf": csrf_of(c)})
+    assert got.status_code in (303, 400), got.text[:300]
+    assert store.get_gateway() is None and not store.list_listeners()
+    assert not store.list_triggered()
