@@ -148,3 +148,26 @@ def test_unicode_digits_are_refused_not_a_crash(
     assert got.status_code in (303, 400), got.text[:300]
     assert store.get_gateway() is None and not store.list_listeners()
     assert not store.list_triggered()
+
+
+# --- listeners: the API's rules -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"event_type_id": "999"},
+        {"event_type_id": "0"},
+        {"event_type_id": "5", "channel_id": "504"},
+        {"event_type_id": "13", "channel_id": "4294967296"},
+    ],
+)
+def test_listener_rules_are_the_apis(
+    server: AsgiServer, store: Store, fields: dict[str, str]
+) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    got = c.post(
+        "/console/listeners",
+        data={**fields, "url": "http://127.0.0.1:9/", "csrf": csrf_of(c, "/console/listeners")},
+    )
+    assert got.status_code == 303 and "error=" in got.headers["location"]
+    assert not store.list_listeners()

@@ -12,6 +12,7 @@ from starlette.datastructures import FormData
 
 from clearance.console.render import page
 from clearance.console.session import Viewer, poster, runtime_of, viewer
+from clearance.domain import check_listener
 from clearance.errors import ClearanceError
 from clearance.outbound.policy import check_outbound_url
 
@@ -56,6 +57,7 @@ def operations_router() -> APIRouter:
                 raw_channel == "" or DIGITS.fullmatch(raw_channel)
             ):
                 raise ClearanceError("EventTypeID and ChannelID are whole numbers")
+            check_listener(int(raw_type), int(raw_channel) if raw_channel else None)
             url = check_outbound_url(_text(form, "url"), runtime.settings.outbound, "ListenerURL")
         except ClearanceError as exc:
             from urllib.parse import quote
