@@ -171,3 +171,56 @@ def test_listener_rules_are_the_apis(
     )
     assert got.status_code == 303 and "error=" in got.headers["location"]
     assert not store.list_listeners()
+
+
+# --- target group files --------------------------------------------------------------------------
+def test_a_csv_row_with_fewer_cells_refuses(
+    server: AsgiServer, store: Store, engine: ScheduledService
+) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    draft = c.post(
+        "/console/campaigns/new",
+        data={
+            "csrf": csrf_of(c),
+            "name": "short rows",
+            "execute_at": "2030-01-01 10:00:00",
+            "other_channel": "504",
+            "action": "draft",
+        },
+        files={"target_file": ("t.csv", b"customer_id,country\nc1,UK\nc2\n", "text/csv")},
+    )
+    assert draft.status_code == 400
+    assert "fewer cells" in draft.text
+    assert not store.list_campaigns(None, None, 10)
+
+
+def test_every_console_post_needs_its_csrf_token(server: AsgiServer, store: Store) -> None:
+    """Enumerated from the app itself: a new POST route without `poster` fails here."""
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+
+    def walk(routes: list[object]) -> list[tuple[str, set[str]]]:
+        out: list[tuple[str, set[str]]] = []
+        for r in routes:
+            inner = getattr(getattr(r, "original_router", None), "routes", None)
+            if inner is not None:
+                out += walk(inner)
+            elif hasattr(r, "path"):
+                out.append((r.path, set(getattr(r, "methods", None) or ())))
+        return out
+
+    routes = [
+        path.replace("{campaign_id}", "1")
+        for path, methods in walk(server.app.routes)
+        if path.startswith("/console/") and methods & {"POST", "PUT", "DELETE", "PATCH"}
+    ]
+    assert len(routes) >= 14
+    for path in routes:
+        if path == "/console/sign-in":
+            continue
+        for token in ({}, {"csrf": "x" * 64}):
+            got = c.post(path, data={**token, "url": "http://127.0.0.1:9/", "type": "admin"})
+            assert got.status_code == 403, path
+    assert c.get("/console/campaigns").status_code == 200  # still signed in: nothing changed
+    assert len(store.list_api_keys()) == 0 and not store.list_listeners()

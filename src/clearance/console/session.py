@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -87,18 +88,22 @@ async def viewer(request: Request) -> Viewer:
     return found
 
 
-async def poster(request: Request) -> Viewer:
+async def poster(request: Request) -> AsyncIterator[Viewer]:
     """A signed-in viewer posting a form with its CSRF token (form field `csrf`, or the
-    `X-CSRF-Token` header for the console's own fetches)."""
+    `X-CSRF-Token` header for the console's own fetches). The form (the one the route reads:
+    Starlette keeps it) is closed after the route, its uploaded files' temporary files too."""
     who = await viewer(request)
-    sent = request.headers.get("x-csrf-token")
-    if sent is None:
-        form = await request.form()
-        value = form.get("csrf")
-        sent = value if isinstance(value, str) else None
-    if not sent or not hmac.compare_digest(sent, who.csrf):
-        raise CsrfRefused()
-    return who
+    form = await request.form()
+    try:
+        sent = request.headers.get("x-csrf-token")
+        if sent is None:
+            value = form.get("csrf")
+            sent = value if isinstance(value, str) else None
+        if not sent or not hmac.compare_digest(sent, who.csrf):
+            raise CsrfRefused()
+        yield who
+    finally:
+        await form.close()
 
 
 def new_login_token() -> str:
