@@ -224,3 +224,16 @@ def test_every_console_post_needs_its_csrf_token(server: AsgiServer, store: Stor
             assert got.status_code == 403, path
     assert c.get("/console/campaigns").status_code == 200  # still signed in: nothing changed
     assert len(store.list_api_keys()) == 0 and not store.list_listeners()
+
+
+# --- sign-in guesses ----------------------------------------------------------------------------
+def test_admin_key_guesses_are_throttled(server: AsgiServer, store: Store) -> None:
+    key = store.create_api_key("admin", "ops", 0)[1]
+    c = browser(server)
+    for _ in range(40):
+        if sign_in(c, "", "clk_0000_guess").status_code == 429:
+            break
+    else:
+        pytest.fail("40 wrong keys in a row, never throttled")
+    # the throttle answers the same for the right key: a guess cannot tell
+    assert sign_in(c, "", key).status_code == 429

@@ -18,6 +18,7 @@ from clearance.runtime import Runtime
 COOKIE = "clearance_console"
 LOGIN_COOKIE = "clearance_console_login"  # double-submit CSRF token of the sign-in form
 MAX_FIELD = 300
+THROTTLED = "Too many failed sign-ins; try again in a few minutes."
 
 
 class SignInRequired(Exception):
@@ -116,20 +117,29 @@ async def sign_in(request: Request, user: str, password: str) -> tuple[str | Non
     runtime = runtime_of(request)
     if len(user) > MAX_FIELD or len(password) > 1000 or not password:
         return None, "Wrong user or password."
-    if not user:
-        principal = await run_in_threadpool(runtime.store.principal_for_key, password)
+    throttle: Throttle = request.app.state.login_throttle
+    address = request.client.host if request.client else "?"
+    if not user:  # an admin key: its guesses count against the address like a user's
+        who = f"(admin key from {address})"
+        if throttle.begin(who, address):
+            return None, THROTTLED
+        try:
+            principal = await run_in_threadpool(runtime.store.principal_for_key, password)
+        except BaseException:
+            throttle.abandoned(who, address)
+            raise
         if principal is None:
+            throttle.failed(who, address)
             return None, "Wrong user or password."
+        throttle.succeeded(who, address)
         if principal.access_type != "admin":
             return None, "This key has no console access (admin keys only)."
         token = await run_in_threadpool(
             runtime.store.open_session, principal.name, "admin", runtime.now_ms()
         )
         return token, None
-    throttle: Throttle = request.app.state.login_throttle
-    address = request.client.host if request.client else "?"
     if throttle.begin(user, address):
-        return None, "Too many failed sign-ins; try again in a few minutes."
+        return None, THROTTLED
     try:
         found: str | None = await run_in_threadpool(
             runtime.store.login, user, password, runtime.now_ms()
