@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from clearance.config import Settings
 from clearance.domain import State
 from clearance.scheduled.service import ScheduledService
 from clearance.store import Store
@@ -21,11 +22,22 @@ from tests.conftest import AsgiServer, serve_api
 from tests.helpers import new_campaign
 
 PASSWORD = "correct horse"
+LIMIT = 64 * 1024
 
 
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'console.db'}"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        file_channel_dir=str(tmp_path / "sends"),
+        outbound_timeout_seconds=2.0,
+        outbound_allow="127.0.0.0/8",
+        max_body_bytes=LIMIT,
+    )
 
 
 OPEN: list[httpx.Client] = []
@@ -237,3 +249,25 @@ def test_admin_key_guesses_are_throttled(server: AsgiServer, store: Store) -> No
         pytest.fail("40 wrong keys in a row, never throttled")
     # the throttle answers the same for the right key: a guess cannot tell
     assert sign_in(c, "", key).status_code == 429
+
+
+def test_a_too_large_upload_is_refused_with_a_page(server: AsgiServer, store: Store) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    big = b"customer_id\n" + b"".join(b"c%d\n" % i for i in range(LIMIT // 4))
+    fields = {"csrf": csrf_of(c), "name": "big", "execute_at": "2030-01-01 10:00:00"}
+    sent = c.post(
+        "/console/campaigns/new",
+        data={**fields, "other_channel": "504", "action": "schedule"},
+        files={"target_file": ("t.csv", big, "text/csv")},
+    )
+    assert sent.status_code == 413
+    assert sent.headers["content-type"].startswith("text/html")
+    assert "nothing was saved" in sent.text
+    preview = c.post(
+        "/console/campaigns/preview",
+        files={"target_file": ("t.csv", big, "text/csv")},
+        headers={"Accept": "application/json", "X-CSRF-Token": fields["csrf"]},
+    )
+    assert preview.status_code == 413 and preview.json()["status"] == 413
+    assert not store.list_campaigns(None, None, 10)
