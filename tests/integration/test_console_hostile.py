@@ -271,3 +271,36 @@ def test_a_too_large_upload_is_refused_with_a_page(server: AsgiServer, store: St
     )
     assert preview.status_code == 413 and preview.json()["status"] == 413
     assert not store.list_campaigns(None, None, 10)
+
+
+def test_pages_on_an_empty_database_and_odd_campaigns(
+    server: AsgiServer, store: Store, engine: ScheduledService
+) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    pages = [
+        "/console/campaigns",
+        "/console/campaigns?state=executed&q=%25_",
+        "/console/campaigns/new",
+        "/console/why-not?customer=nobody",
+        "/console/triggered",
+        "/console/triggered/edit?id=missing",
+        "/console/gateway",
+        "/console/decisions",
+        "/console/decisions?from=2020-01-01%2000:00:00&to=2030-01-01%2000:00:00",
+        "/console/decisions.csv",
+        "/console/listeners",
+        "/console/keys",
+        "/console/audit",
+    ]
+    for path in pages:
+        assert c.get(path).status_code == 200, path
+    empty = new_campaign(engine, customer_ids=[])
+    canceled = new_campaign(engine, 3)
+    engine.cancel(canceled.campaign_id)
+    for campaign in (empty, canceled):
+        for suffix in ("", "?outcome=excluded", "/live", "/customers.csv"):
+            got = c.get(f"/console/campaigns/{campaign.campaign_id}{suffix}")
+            assert got.status_code == 200, (campaign.campaign_id, suffix)
+    for path in ("/console/decisions?after=garbage", "/console/decisions?from=yesterday"):
+        assert c.get(path).status_code == 400, path
