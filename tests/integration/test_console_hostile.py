@@ -304,3 +304,19 @@ def test_pages_on_an_empty_database_and_odd_campaigns(
             assert got.status_code == 200, (campaign.campaign_id, suffix)
     for path in ("/console/decisions?after=garbage", "/console/decisions?from=yesterday"):
         assert c.get(path).status_code == 400, path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/console/campaigns/99999999999999999999999",
+        "/console/campaigns?q=99999999999999999999999",
+        "/console/campaigns/1?after=99999999999999999999999",
+    ],
+)
+def test_huge_numbers_are_no_crash(server: AsgiServer, store: Store, path: str) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    got = c.get(path)
+    assert got.status_code in (200, 404, 400), got.text[:200]  # 400: a hand-made pager URL
+    assert "text/html" in got.headers["content-type"] or "after" in path

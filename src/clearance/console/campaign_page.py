@@ -25,6 +25,7 @@ Who = Annotated[Viewer, Depends(viewer)]
 PAGE = 50
 OUTCOME_FILTERS = ("all", "sent", "excluded", "undelivered", "approved")
 EXPORT_PAGE = 10_000
+MAX_CAMPAIGN_ID = 2**63 - 1
 
 
 def _ms(value: Any) -> int | None:
@@ -171,11 +172,13 @@ def campaign_page_routes(r: APIRouter) -> None:
         campaign_id: int,
         who: Who,
         outcome: str = "all",
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         error: Annotated[str, Query(max_length=400)] = "",
     ) -> Response:
         runtime = runtime_of(request)
         try:
+            if not 0 <= campaign_id <= MAX_CAMPAIGN_ID:  # the store's BIGINT: no such campaign
+                raise NotFound(f"no campaign {campaign_id}")
             c = runtime.store.get_campaign(campaign_id)
         except NotFound:
             return page(

@@ -3,6 +3,7 @@ a page of every outcome, the review progress, and browser sessions for admin key
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class ConsoleStore:
             where.append("state = ?")
             params.append(state)
         if search:
-            if search.isdigit():
+            if re.fullmatch(r"[0-9]{1,18}", search):  # an id fits in BIGINT; longer: a name
                 where.append("(campaign_id = ? OR LOWER(name) LIKE ?)")
                 params += [int(search), f"%{search.lower()}%"]
             else:
