@@ -320,3 +320,14 @@ def test_huge_numbers_are_no_crash(server: AsgiServer, store: Store, path: str) 
     got = c.get(path)
     assert got.status_code in (200, 404, 400), got.text[:200]  # 400: a hand-made pager URL
     assert "text/html" in got.headers["content-type"] or "after" in path
+
+
+def test_signing_in_again_ends_the_session_it_replaces(server: AsgiServer, store: Store) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    first = c.cookies["clearance_console"]
+    assert sign_in(c, "ops", PASSWORD).status_code == 303
+    assert c.cookies["clearance_console"] != first
+    api = browser(server)
+    assert api.get("/api/v1/keys", headers={"Authorization-Token": first}).status_code == 401
+    assert c.get("/console/campaigns").status_code == 200

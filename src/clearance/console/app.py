@@ -96,6 +96,9 @@ def _session_router() -> APIRouter:
             return _sign_in_page(request, error, status_code=429 if error == THROTTLED else 401)
         response = RedirectResponse("/console/campaigns", status_code=303)
         runtime = runtime_of(request)
+        previous = request.cookies.get(COOKIE)
+        if previous and len(previous) <= 300:  # a new sign-in ends the session it replaces
+            await run_in_threadpool(runtime.store.close_session, previous)
         response.set_cookie(
             COOKIE,
             token,
