@@ -17,7 +17,7 @@ import pytest
 from clearance.config import Settings
 from clearance.domain import State
 from clearance.scheduled.service import ScheduledService
-from clearance.store import Store
+from clearance.store import GatewayConfig, Store
 from tests.conftest import AsgiServer, serve_api
 from tests.helpers import new_campaign
 
@@ -331,3 +331,25 @@ def test_signing_in_again_ends_the_session_it_replaces(server: AsgiServer, store
     api = browser(server)
     assert api.get("/api/v1/keys", headers={"Authorization-Token": first}).status_code == 401
     assert c.get("/console/campaigns").status_code == 200
+
+
+def test_the_test_decision_goes_through_the_outbound_policy(
+    server: AsgiServer, store: Store
+) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    # saved past the console (an older, looser rule): the call is still judged by the policy
+    store.put_gateway(GatewayConfig("http://169.254.169.254/latest/", 500, None, {}), 0)
+    got = c.post("/console/gateway/test", data={"csrf": csrf_of(c), "user_id": "u1"})
+    assert got.status_code == 200
+    assert "outcome-error" in got.text and "169.254.169.254" in got.text
+    # and the console refuses to save it, like timeouts outside 0..2500 ms
+    for fields in (
+        {"url": "http://169.254.169.254/latest/", "timeout_ms": "100"},
+        {"url": "http://127.0.0.1:9/", "timeout_ms": "2501"},
+        {"url": "http://127.0.0.1:9/", "timeout_ms": "-1"},
+    ):
+        refused = c.post("/console/gateway", data={**fields, "csrf": csrf_of(c)})
+        assert refused.status_code == 400, fields
+    gateway = store.get_gateway()
+    assert gateway is not None and gateway.timeout_ms == 500
