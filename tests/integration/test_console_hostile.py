@@ -353,3 +353,19 @@ def test_the_test_decision_goes_through_the_outbound_policy(
         assert refused.status_code == 400, fields
     gateway = store.get_gateway()
     assert gateway is not None and gateway.timeout_ms == 500
+
+
+def test_a_new_triggered_campaign_never_replaces_one(server: AsgiServer, store: Store) -> None:
+    store.upsert_user("ops", PASSWORD, "admin", 0)
+    c = signed_in(server, "ops", PASSWORD)
+    path = "/console/triggered/save"
+    first = {"id": "t1", "event": "deposit", "active": "on", "conditional": "on"}
+    assert c.post(path, data={**first, "csrf": csrf_of(c)}).status_code == 303
+    again = c.post(path, data={**first, "event": "login", "csrf": csrf_of(c)})
+    assert again.status_code == 400 and "exists" in again.text
+    assert store.get_triggered("t1")["trigger"]["event"] == "deposit"
+    edit = c.get("/console/triggered/edit?id=t1").text
+    assert 'name="existing" value="1"' in edit
+    edited = {**first, "event": "login", "existing": "1", "csrf": csrf_of(c)}
+    assert c.post(path, data=edited).status_code == 303
+    assert store.get_triggered("t1")["trigger"]["event"] == "login"

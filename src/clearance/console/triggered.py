@@ -157,9 +157,17 @@ def triggered_router() -> APIRouter:
         runtime = runtime_of(request)
         errors: dict[str, str] = {}
         body = triggered_body(form, errors)
+        editing = _text(form, "existing") == "1"
+        if not errors and not editing:
+            # "New" never replaces: the API's create refuses an id in use, so does the console
+            try:
+                await run_in_threadpool(runtime.store.get_triggered, body["id"])
+                errors["id"] = "a triggered campaign with this ID exists; edit it from the list"
+            except NotFound:
+                pass
         if errors:
             return page(
-                request, "triggered_edit.html", who, 400, body=body, errors=errors, existing=False
+                request, "triggered_edit.html", who, 400, body=body, errors=errors, existing=editing
             )
         created = await run_in_threadpool(
             runtime.store.put_triggered,
