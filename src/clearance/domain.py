@@ -53,6 +53,23 @@ class EventType:
     CHANNEL_EXECUTED = 13
 
 
+KNOWN_EVENT_TYPES = frozenset({1, 2, 3, 4, 5, 11, 13})
+MAX_CHANNEL = 2**31 - 1  # channel ids are 32-bit in the store
+
+
+def check_listener(event_type: int, channel: int | None) -> None:
+    """What a listener registration may name (the API's and the console's one rule)."""
+    if event_type not in KNOWN_EVENT_TYPES:
+        raise InvalidInput(
+            f"EventTypeID {event_type} is not one of {sorted(KNOWN_EVENT_TYPES)}",
+            field="EventTypeID",
+        )
+    if channel is not None and not 1 <= channel <= MAX_CHANNEL:
+        raise InvalidInput(f"ChannelID must be 1..{MAX_CHANNEL}", field="ChannelID")
+    if event_type == EventType.CLEARANCE_REQUIRED and channel is not None:
+        raise InvalidInput("EventTypeID 5 is registered without a ChannelID", field="ChannelID")
+
+
 @dataclass(frozen=True)
 class Template:
     id: int

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from clearance.console.charts import latency_histogram, outcome_bars, percentiles
+from clearance.console.csvcell import row as csv_row
 from clearance.console.progress import project
 from clearance.console.targetfile import parse_target_file
 from clearance.triggered.gate import MAX_REASON_CHARS, Outcome, judge
@@ -65,3 +66,19 @@ def test_charts_escape_and_mark_percentiles() -> None:
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     hist = str(latency_histogram([1.0, 2.0, 3.0, 40.0]))
     assert "p50" in hist and "p99" in hist
+
+
+def test_csv_cells_never_start_a_formula() -> None:
+    hostile = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", "", 7, None]
+    assert csv_row(hostile) == [
+        "'=1+2",
+        "'+1",
+        "'-1",
+        "'@SUM(A1)",
+        "'\tx",
+        "'\rx",
+        "plain",
+        "",
+        7,
+        None,
+    ]

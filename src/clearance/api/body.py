@@ -53,7 +53,7 @@ class BodyLimit:
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._too_large(send)
+                await self._too_large(send, scope)
                 return
         received = 0
 
@@ -68,15 +68,24 @@ class BodyLimit:
 
         await self.app(scope, limited, send)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, scope: Scope) -> None:
         status, payload = clearance_error_body(too_large(self.limit))
-        body = orjson.dumps(payload)
+        body, kind = orjson.dumps(payload), b"application/json"
+        accept = dict(scope.get("headers", ())).get(b"accept", b"")
+        if scope.get("path", "").startswith("/console/") and b"application/json" not in accept:
+            # a console form (a target group file): a page a person can read, not JSON
+            body = (
+                "<!doctype html><title>Too large</title><h1>Too large</h1><p>The upload is "
+                f"larger than {self.limit:,} bytes; nothing was saved. Go back and choose a "
+                "smaller file.</p>"
+            ).encode()
+            kind = b"text/html; charset=utf-8"
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
                 "headers": [
-                    (b"content-type", b"application/json"),
+                    (b"content-type", kind),
                     (b"content-length", str(len(body)).encode()),
                 ],
             }

@@ -23,7 +23,9 @@ from clearance.api.wire_groups import approval_reply, grouped_page
 from clearance.channels import send_id
 from clearance.clock import from_ms
 from clearance.domain import (
+    KNOWN_EVENT_TYPES,
     MAX_APPROVALS_PER_CALL,
+    MAX_CHANNEL,
     MAX_ID_LENGTH,
     EventType,
     State,
@@ -45,8 +47,6 @@ from clearance.runtime import Runtime
 from clearance.store import Principal
 
 MAX_PASSWORD_LENGTH = 1024  # scrypt reads all of it: a longer one only costs the server
-KNOWN_EVENT_TYPES = {1, 2, 3, 4, 5, 11, 13}
-MAX_CHANNEL = 2**31 - 1  # channel ids are 32-bit in the store
 
 Handler = Callable[[Request, Runtime, Principal], Awaitable[Response]]
 

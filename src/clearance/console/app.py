@@ -18,6 +18,7 @@ from clearance.console.render import page
 from clearance.console.session import (
     COOKIE,
     LOGIN_COOKIE,
+    THROTTLED,
     CsrfRefused,
     SignInRequired,
     Viewer,
@@ -92,9 +93,12 @@ def _session_router() -> APIRouter:
             raise CsrfRefused()
         token, error = await sign_in(request, user.strip(), password)
         if token is None:
-            return _sign_in_page(request, error, status_code=401)
+            return _sign_in_page(request, error, status_code=429 if error == THROTTLED else 401)
         response = RedirectResponse("/console/campaigns", status_code=303)
         runtime = runtime_of(request)
+        previous = request.cookies.get(COOKIE)
+        if previous and len(previous) <= 300:  # a new sign-in ends the session it replaces
+            await run_in_threadpool(runtime.store.close_session, previous)
         response.set_cookie(
             COOKIE,
             token,

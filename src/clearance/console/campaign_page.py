@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from clearance.clock import from_ms, to_ms
+from clearance.console.csvcell import row as csv_row
 from clearance.console.progress import project
 from clearance.console.render import page
 from clearance.console.send_groups import group_rows
@@ -25,6 +26,7 @@ Who = Annotated[Viewer, Depends(viewer)]
 PAGE = 50
 OUTCOME_FILTERS = ("all", "sent", "excluded", "undelivered", "approved")
 EXPORT_PAGE = 10_000
+MAX_CAMPAIGN_ID = 2**63 - 1
 
 
 def _ms(value: Any) -> int | None:
@@ -155,7 +157,7 @@ def _export(runtime: Runtime, c: Campaign, outcome: str) -> Iterator[str]:
                 if o.approved_at_ms is None
                 else from_ms(o.approved_at_ms).astimezone(tz).isoformat()
             )
-            w.writerow([o.customer_id, o.outcome, o.reason or "", at])
+            w.writerow(csv_row([o.customer_id, o.outcome, o.reason or "", at]))
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()
@@ -171,11 +173,13 @@ def campaign_page_routes(r: APIRouter) -> None:
         campaign_id: int,
         who: Who,
         outcome: str = "all",
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         error: Annotated[str, Query(max_length=400)] = "",
     ) -> Response:
         runtime = runtime_of(request)
         try:
+            if not 0 <= campaign_id <= MAX_CAMPAIGN_ID:  # the store's BIGINT: no such campaign
+                raise NotFound(f"no campaign {campaign_id}")
             c = runtime.store.get_campaign(campaign_id)
         except NotFound:
             return page(

@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from clearance.clock import from_ms
 from clearance.console.charts import latency_histogram, outcome_bars, percentiles
+from clearance.console.csvcell import row as csv_row
 from clearance.console.render import page
 from clearance.console.session import Viewer, runtime_of, viewer
 from clearance.domain import parse_time
@@ -61,18 +62,20 @@ def _decision_csv(runtime: Runtime, filters: dict[str, Any]) -> Iterator[str]:
         rows, cursor = runtime.store.query_decisions(**filters, after=after, limit=10_000)
         for d in rows:
             w.writerow(
-                [
-                    d.decision_id,
-                    from_ms(d.at).isoformat(),
-                    d.campaign_key,
-                    d.user_id,
-                    d.outcome,
-                    d.reason or "",
-                    d.latency_ms,
-                    d.sent,
-                    d.shadow,
-                    d.event_id or "",
-                ]
+                csv_row(
+                    [
+                        d.decision_id,
+                        from_ms(d.at).isoformat(),
+                        d.campaign_key,
+                        d.user_id,
+                        d.outcome,
+                        d.reason or "",
+                        d.latency_ms,
+                        d.sent,
+                        d.shadow,
+                        d.event_id or "",
+                    ]
+                )
             )
         yield buf.getvalue()
         buf.seek(0)

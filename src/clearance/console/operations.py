@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,11 +12,13 @@ from starlette.datastructures import FormData
 
 from clearance.console.render import page
 from clearance.console.session import Viewer, poster, runtime_of, viewer
+from clearance.domain import check_listener
 from clearance.errors import ClearanceError
 from clearance.outbound.policy import check_outbound_url
 
 Who = Annotated[Viewer, Depends(viewer)]
 Poster = Annotated[Viewer, Depends(poster)]
+DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() takes "²", which int() refuses
 
 
 def _text(form: FormData, name: str) -> str:
@@ -50,8 +53,11 @@ def operations_router() -> APIRouter:
         raw_type = _text(form, "event_type_id") or "5"
         raw_channel = _text(form, "channel_id")
         try:
-            if not raw_type.isdigit() or not (raw_channel == "" or raw_channel.isdigit()):
+            if not DIGITS.fullmatch(raw_type) or not (
+                raw_channel == "" or DIGITS.fullmatch(raw_channel)
+            ):
                 raise ClearanceError("EventTypeID and ChannelID are whole numbers")
+            check_listener(int(raw_type), int(raw_channel) if raw_channel else None)
             url = check_outbound_url(_text(form, "url"), runtime.settings.outbound, "ListenerURL")
         except ClearanceError as exc:
             from urllib.parse import quote

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from clearance.runtime import Runtime
 COOKIE = "clearance_console"
 LOGIN_COOKIE = "clearance_console_login"  # double-submit CSRF token of the sign-in form
 MAX_FIELD = 300
+THROTTLED = "Too many failed sign-ins; try again in a few minutes."
 
 
 class SignInRequired(Exception):
@@ -66,8 +68,12 @@ def _viewer(runtime: Runtime, token: str) -> Viewer | None:
     )
     if principal is None or expired or principal.access_type != "admin":
         return None
-    # a session opened with a key ends when the key is revoked (fail closed)
-    if principal.name.startswith("key_") and not runtime.store.key_active(principal.name):
+    # a session opened with a key ends when the key is revoked; a user's when the user is gone
+    # or no longer admin (fail closed)
+    if principal.name.startswith("key_"):
+        if not runtime.store.key_active(principal.name):
+            return None
+    elif runtime.store.user_access(principal.name) != "admin":
         return None
     return Viewer(principal.name, token, csrf_for(token))
 
@@ -83,18 +89,22 @@ async def viewer(request: Request) -> Viewer:
     return found
 
 
-async def poster(request: Request) -> Viewer:
+async def poster(request: Request) -> AsyncIterator[Viewer]:
     """A signed-in viewer posting a form with its CSRF token (form field `csrf`, or the
-    `X-CSRF-Token` header for the console's own fetches)."""
+    `X-CSRF-Token` header for the console's own fetches). The form (the one the route reads:
+    Starlette keeps it) is closed after the route, its uploaded files' temporary files too."""
     who = await viewer(request)
-    sent = request.headers.get("x-csrf-token")
-    if sent is None:
-        form = await request.form()
-        value = form.get("csrf")
-        sent = value if isinstance(value, str) else None
-    if not sent or not hmac.compare_digest(sent, who.csrf):
-        raise CsrfRefused()
-    return who
+    form = await request.form()
+    try:
+        sent = request.headers.get("x-csrf-token")
+        if sent is None:
+            value = form.get("csrf")
+            sent = value if isinstance(value, str) else None
+        if not sent or not hmac.compare_digest(sent, who.csrf):
+            raise CsrfRefused()
+        yield who
+    finally:
+        await form.close()
 
 
 def new_login_token() -> str:
@@ -107,20 +117,29 @@ async def sign_in(request: Request, user: str, password: str) -> tuple[str | Non
     runtime = runtime_of(request)
     if len(user) > MAX_FIELD or len(password) > 1000 or not password:
         return None, "Wrong user or password."
-    if not user:
-        principal = await run_in_threadpool(runtime.store.principal_for_key, password)
+    throttle: Throttle = request.app.state.login_throttle
+    address = request.client.host if request.client else "?"
+    if not user:  # an admin key: its guesses count against the address like a user's
+        who = f"(admin key from {address})"
+        if throttle.begin(who, address):
+            return None, THROTTLED
+        try:
+            principal = await run_in_threadpool(runtime.store.principal_for_key, password)
+        except BaseException:
+            throttle.abandoned(who, address)
+            raise
         if principal is None:
+            throttle.failed(who, address)
             return None, "Wrong user or password."
+        throttle.succeeded(who, address)
         if principal.access_type != "admin":
             return None, "This key has no console access (admin keys only)."
         token = await run_in_threadpool(
             runtime.store.open_session, principal.name, "admin", runtime.now_ms()
         )
         return token, None
-    throttle: Throttle = request.app.state.login_throttle
-    address = request.client.host if request.client else "?"
     if throttle.begin(user, address):
-        return None, "Too many failed sign-ins; try again in a few minutes."
+        return None, THROTTLED
     try:
         found: str | None = await run_in_threadpool(
             runtime.store.login, user, password, runtime.now_ms()

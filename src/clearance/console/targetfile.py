@@ -102,6 +102,9 @@ def parse_target_file(name: str, data: bytes) -> TargetFile:
             if None in row:
                 out.error(f"line {n}: more cells than the header has columns")
                 continue
+            if None in row.values():  # csv fills missing cells with None: refuse, never guess
+                out.error(f"line {n}: fewer cells than the header has columns")
+                continue
             cid = row.pop("customer_id")
             add(n, cid, {k: v for k, v in row.items() if k})
     if not out.rows and not out.error_count:

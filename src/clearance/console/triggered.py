@@ -26,6 +26,7 @@ from clearance.triggered.matching import TriggeredCampaign, compile_condition
 Who = Annotated[Viewer, Depends(viewer)]
 Poster = Annotated[Viewer, Depends(poster)]
 PLAIN = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+DIGITS = re.compile(r"[0-9]{1,10}")  # ASCII only: str.isdigit() takes "²", which int() refuses
 
 
 def _text(form: FormData, name: str) -> str:
@@ -50,9 +51,10 @@ def triggered_body(form: FormData, errors: dict[str, str]) -> dict[str, Any]:
     numbers = {}
     for name in ("channel_id", "action_id"):
         raw = _text(form, name) or "1"
-        if not raw.isdigit() or not 0 <= int(raw) <= 2**31 - 1:
+        ok = DIGITS.fullmatch(raw) is not None and int(raw) <= 2**31 - 1
+        if not ok:
             errors[name] = "a whole number"
-        numbers[name] = int(raw) if raw.isdigit() else 0
+        numbers[name] = int(raw) if ok else 0
     codes = [c for c in re.split(r"[\s,]+", _text(form, "promo_codes")) if c][:1000]
     notes = _text(form, "notes")[:2000]
     return {
@@ -90,7 +92,10 @@ def _gateway_view(config: GatewayConfig | None) -> dict[str, Any] | None:
 def _save_gateway(runtime: Runtime, form: FormData) -> dict[str, str]:
     errors: dict[str, str] = {}
     raw_timeout = _text(form, "timeout_ms") or str(DEFAULT_TIMEOUT_MS)
-    if not raw_timeout.isdigit() or not MIN_TIMEOUT_MS <= int(raw_timeout) <= MAX_TIMEOUT_MS:
+    if (
+        not DIGITS.fullmatch(raw_timeout)
+        or not MIN_TIMEOUT_MS <= int(raw_timeout) <= MAX_TIMEOUT_MS
+    ):
         errors["timeout_ms"] = f"from {MIN_TIMEOUT_MS} to {MAX_TIMEOUT_MS} ms"
     current = runtime.store.get_gateway()
     old = (current.secret or "").split() if current else []
@@ -152,9 +157,17 @@ def triggered_router() -> APIRouter:
         runtime = runtime_of(request)
         errors: dict[str, str] = {}
         body = triggered_body(form, errors)
+        editing = _text(form, "existing") == "1"
+        if not errors and not editing:
+            # "New" never replaces: the API's create refuses an id in use, so does the console
+            try:
+                await run_in_threadpool(runtime.store.get_triggered, body["id"])
+                errors["id"] = "a triggered campaign with this ID exists; edit it from the list"
+            except NotFound:
+                pass
         if errors:
             return page(
-                request, "triggered_edit.html", who, 400, body=body, errors=errors, existing=False
+                request, "triggered_edit.html", who, 400, body=body, errors=errors, existing=editing
             )
         created = await run_in_threadpool(
             runtime.store.put_triggered,

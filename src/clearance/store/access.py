@@ -173,12 +173,15 @@ class AccessStore:
             )
 
     def revoke_api_key(self, key_id: str, now_ms: int) -> None:
+        """Revoke the key and end the sessions opened with it (a console session signed in with
+        the key is also an Authorization-Token: it must not outlive the key)."""
         with self.db.transaction() as tx:
             if not tx.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
                 (now_ms, key_id),
             ):
                 raise NotFound(f"no active key {key_id}")
+            tx.execute("DELETE FROM sessions WHERE username = ?", (key_id,))
 
     # --- audit trail ----------------------------------------------------------------------------
     def record_audit(
@@ -218,7 +221,16 @@ class AccessStore:
 
     # --- login users and session tokens ---------------------------------------------------------
     def upsert_user(self, username: str, password: str, access_type: str, now_ms: int) -> None:
+        """Create or replace a login user. A new password or access type ends the user's
+        sessions (the same again, as the bootstrap user at every start, keeps them)."""
+        with self.db.reader() as tx:
+            old = tx.fetchone(
+                "SELECT password_hash, access_type FROM users WHERE username = ?", (username,)
+            )
+        same = old is not None and old[1] == access_type and check_password(password, old[0])
         with self.db.transaction() as tx:
+            if old is not None and not same:
+                tx.execute("DELETE FROM sessions WHERE username = ?", (username,))
             tx.execute("DELETE FROM users WHERE username = ?", (username,))
             tx.execute(
                 "INSERT INTO users (username, password_hash, access_type, created_at) "

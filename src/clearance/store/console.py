@@ -3,6 +3,7 @@ a page of every outcome, the review progress, and browser sessions for admin key
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,7 @@ class ConsoleStore:
             where.append("state = ?")
             params.append(state)
         if search:
-            if search.isdigit():
+            if re.fullmatch(r"[0-9]{1,18}", search):  # an id fits in BIGINT; longer: a name
                 where.append("(campaign_id = ? OR LOWER(name) LIKE ?)")
                 params += [int(search), f"%{search.lower()}%"]
             else:
@@ -213,6 +214,12 @@ class ConsoleStore:
     def close_session(self, token: str) -> None:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM sessions WHERE token_hash = ?", (hash_key(token),))
+
+    def user_access(self, username: str) -> str | None:
+        """The login user's access type now, or None when there is no such user."""
+        with self.db.reader() as tx:
+            row = tx.fetchone("SELECT access_type FROM users WHERE username = ?", (username,))
+        return None if row is None else str(row[0])
 
     def key_active(self, key_id: str) -> bool:
         with self.db.reader() as tx:

@@ -12,7 +12,10 @@
       body: data,
       headers: { "X-CSRF-Token": csrf, Accept: "application/json" },
       credentials: "same-origin",
-    }).then((r) => r.json());
+    }).then((r) => {
+      if (r.status === 413) return { too_large: true, error: "the file is too large: nothing is saved" };
+      return r.json();
+    });
   }
 
   function debounce(fn, ms) {
@@ -79,6 +82,14 @@
       data.append("target_file", file.files[0]);
       post("/console/campaigns/preview", data).then((r) => {
         box.textContent = "";
+        if (r.too_large || typeof r.rows !== "number") {
+          const p = document.createElement("p");
+          p.id = "target-summary";
+          p.className = "field-error";
+          p.textContent = r.error || r.message || "could not check the file";
+          box.appendChild(p);
+          return;
+        }
         const p = document.createElement("p");
         p.id = "target-summary";
         p.textContent = (r.kind ? r.kind + ": " : "") + r.rows + " rows" +
