@@ -126,6 +126,7 @@ def test_scheduled_story(page: Any, world: tuple[Served, Kit, Path]) -> None:
     page.get_by_role("button", name="Explain").click()
     row = page.locator("#whynot-campaigns tbody tr").first.inner_text()
     assert "Reload bonus" in row and "excluded" in row and "refused" in row
+    assert "key_" in row  # the key whose call refused them (the listener's)
     assert base  # the engine is the one served above
 
 

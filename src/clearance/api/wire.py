@@ -269,7 +269,7 @@ async def update_promotion_status(request: Request, runtime: Runtime, who: Princ
     # DEL; a body with neither cannot carry one, and the ids need no scan for them.
     raw = await request.body()  # already read: Starlette keeps it
     entries = _promotion_entries(updates, control_possible=b"\\" in raw or b"\x7f" in raw)
-    result = await run_in_threadpool(runtime.scheduled.approve, campaign_id, entries)
+    result = await run_in_threadpool(runtime.scheduled.approve, campaign_id, entries, who.name)
     return _ok(approval_reply(result))
 
 

@@ -85,6 +85,12 @@ def _decision_csv(runtime: Runtime, filters: dict[str, Any]) -> Iterator[str]:
         after = cursor
 
 
+def _answered_by(runtime: Runtime, campaign_id: int, at_ms: int | None) -> str:
+    """The key or user whose call stored the customer's latest answer ("" when none was
+    recorded: approvals stored before the record existed, or a crash between the two)."""
+    return "" if at_ms is None else " or ".join(runtime.store.approvers(campaign_id, at_ms))
+
+
 def insight_router() -> APIRouter:
     r = APIRouter(include_in_schema=False)
 
@@ -95,7 +101,10 @@ def insight_router() -> APIRouter:
         memberships: list[Any] = []
         decisions: list[DecisionRow] = []
         if customer:
-            memberships = runtime.store.customer_memberships(customer)
+            memberships = [
+                (m, _answered_by(runtime, m.campaign_id, m.approved_at_ms))
+                for m in runtime.store.customer_memberships(customer)
+            ]
             decisions = runtime.store.user_decisions(customer)
         return page(
             request,

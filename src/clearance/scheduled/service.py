@@ -3,7 +3,7 @@ approve. Rules in `domain`, I/O in `store`; the worker takes the timed steps."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -113,8 +113,10 @@ class ScheduledService:
         return self.store.get_campaign(campaign_id)
 
     def approve(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]]
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]], by: str | None = None
     ) -> ApprovalResult | GroupApprovalResult:
+        """Apply a call's entries; `by` (the key or user) is recorded with the time they were
+        stored with, for "Why not?"."""
         if len(entries) > MAX_APPROVALS_PER_CALL:
             raise InvalidInput(
                 f"PromosUpdated has {len(entries)} entries; at most {MAX_APPROVALS_PER_CALL} "
@@ -124,28 +126,38 @@ class ScheduledService:
         deduped = dict(entries)  # the last word on a customer within one call wins
         if len(deduped) < len(entries):
             entries = list(deduped.items())
+        stored_at: list[int] = []
+
+        def clock() -> int:  # the time the entries are stored with, read in their transaction
+            stored_at.append(self.now_ms())
+            return stored_at[-1]
+
         try:
             if self._has_groups(campaign_id):
                 result: ApprovalResult | GroupApprovalResult = self._approve_groups(
-                    campaign_id, entries
+                    campaign_id, entries, clock
                 )
             else:
-                result = self._approve(campaign_id, entries)
+                result = self._approve(campaign_id, entries, clock)
         except ClearanceError:
             self.metrics.approvals.labels("refused").inc(len(entries))
             raise
+        if by is not None and result.applied and stored_at:
+            self.store.record_approval_call(campaign_id, stored_at[-1], by, result.applied)
         self.metrics.approvals.labels("accepted").inc(result.applied)
         self.metrics.approvals.labels("not_in_target_group").inc(len(result.not_in_target_group))
         return result
 
-    def _approve(self, campaign_id: int, entries: Sequence[tuple[str, bool]]) -> ApprovalResult:
+    def _approve(
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]], clock: Callable[[], int]
+    ) -> ApprovalResult:
         try:
             assert self.membership is not None
             index = self.membership.index_for(campaign_id)
             return self.store.apply_approvals(
                 campaign_id,
                 entries,
-                self.now_ms,
+                clock,
                 index.split if index is not None else None,
                 refuse_early=self.now_ms,
             )
@@ -162,12 +174,12 @@ class ScheduledService:
             ) from exc
 
     def _approve_groups(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]]
+        self, campaign_id: int, entries: Sequence[tuple[str, bool]], clock: Callable[[], int]
     ) -> GroupApprovalResult:
         """Each entry to its customer's send group; a 409 only when every entry for the target
         group was refused for its group's deadline (so a one-group campaign answers as a V1 one,
         outsiders included)."""
-        result = self.store.apply_group_approvals(campaign_id, entries, self.now_ms)
+        result = self.store.apply_group_approvals(campaign_id, entries, clock)
         late, outside = len(result.deadline_passed), len(result.not_in_target_group)
         if late and late + outside == len(entries):
             texts = [

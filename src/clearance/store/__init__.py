@@ -5,6 +5,7 @@ Imports only `domain`, `errors` and `clock`; the drivers sit behind the seam in 
 from __future__ import annotations
 
 from clearance.store.access import AccessStore, ChannelConfig, Principal
+from clearance.store.approval_calls import ApprovalCallStore
 from clearance.store.campaigns import ApprovalResult, CampaignStore, CustomerOutcome
 from clearance.store.connect import open_database
 from clearance.store.console import ConsoleStore
@@ -25,6 +26,7 @@ class Store(
     TriggeredStore,
     OutboxStore,
     ConsoleStore,
+    ApprovalCallStore,
 ):
     def __init__(self, db: Database) -> None:
         self.db = db
