@@ -45,7 +45,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: the sync API keeps an event loop running in the main thread until
+# Playwright stops, and every later test that calls asyncio.run() would fail under it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not chromium_present():
         if os.environ.get("CI"):
