@@ -689,6 +689,8 @@ def report(out: dict[str, Any]) -> None:
             + " ".join(f"{x:,.0f}" for x in tried["raw"])
             + " | aiohttp "
             + " ".join(f"{x:,.0f}" for x in tried["raw_aiohttp"])
+            + " | 1 gateway just before "
+            + " ".join(f"{x:,.0f}" for x in tried["raw_one_gateway_adjacent"])
             + " | 2 gateways "
             + " ".join(f"{x:,.0f}" for x in tried["raw_second_gateway_process"])
             + " | engine "
