@@ -201,23 +201,28 @@ async def setup(
     session: aiohttp.ClientSession, engine: Engine, gateway_url: str, timeout_ms: int = 2000
 ) -> None:
     h = {"X-API-KEY": KEY}
-    await session.put(
+    async with session.put(
         f"{engine.url}/triggered_conditional_execution_gateway",
         json={"url": gateway_url, "timeout_ms": timeout_ms},
         headers=h,
-    )
+    ) as r:
+        assert r.status == 200, await r.text()
     for body in [
         {**PAYLOAD_CAMPAIGN, "conditional": True, "trigger": {"event": "deposit"}},
         {**PAYLOAD_CAMPAIGN, "id": "plain", "conditional": False, "trigger": {"event": "login"}},
     ]:
-        r = await session.put(
+        async with session.put(
             f"{engine.url}/api/v1/triggered-campaigns/{body['id']}", json=body, headers=h
-        )
-        assert r.status in (200, 201), await r.text()
+        ) as r:
+            assert r.status in (200, 201), await r.text()
 
 
 async def raw(
-    gateway_url: str, concurrency: int, n: int, client: str = "pyreqwest"
+    gateway_url: str,
+    concurrency: int,
+    n: int,
+    client: str = "pyreqwest",
+    gateway_pids: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """What the engine's gateway calls cost with nothing else: same body, same concurrency,
     straight from the client (pyreqwest: the fastest measured here; aiohttp for comparison)."""
@@ -236,18 +241,20 @@ async def raw(
             .build()
         )
 
-        async def call(body: bytes) -> bytes:
+        async def call(body: bytes) -> tuple[int, bytes]:
             request = (
                 rq.post(gateway_url).header("content-type", "application/json").body_bytes(body)
             )
             async with request.build_streamed() as r:
-                return bytes(await r.bytes())
+                return r.status, bytes(await r.bytes())
     else:
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
 
-        async def call(body: bytes) -> bytes:
+        async def call(body: bytes) -> tuple[int, bytes]:
             async with session.post(gateway_url, data=body, headers=headers) as r:
-                return await r.read()
+                return r.status, await r.read()
+
+    failed: dict[str, int] = {}
 
     async def worker() -> None:
         for i in counter:
@@ -256,25 +263,37 @@ async def raw(
                 b'"campaign":' + campaign + b"}"
             )
             t = time.perf_counter()
-            answer = orjson.loads(await call(body))
-            assert answer["allowed"] is True
+            status, content = await call(body)
+            # only a 200 that allows counts as a call (an error must not count as throughput)
+            if status != 200 or orjson.loads(content).get("allowed") is not True:
+                failed[str(status)] = failed.get(str(status), 0) + 1
+                continue
             latencies.append(time.perf_counter() - t)
 
+    gw0 = sum(cpu_seconds(pid) for pid in gateway_pids)
     cpu0 = own_cpu_seconds()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     seconds = time.perf_counter() - t0
     cpu = own_cpu_seconds() - cpu0
+    gw_cpu = sum(cpu_seconds(pid) for pid in gateway_pids) - gw0
+    ok = len(latencies)
+    if failed:
+        say(f"  raw {client}: {sum(failed.values())} of {n} calls failed (by status: {failed})")
     if client == "pyreqwest":
         await rq.close()
     else:
         await session.close()
     return {
         "client": client,
-        "calls": n,
+        "calls": ok,
+        "failed": failed,
         "seconds": seconds,
-        "per_s": n / seconds,
-        "cpu_us_per_call": cpu / n * 1e6,
+        "per_s": ok / seconds,
+        "cpu_us_per_call": cpu / ok * 1e6 if ok else float("inf"),
+        # the gateway processes' CPU over the pass's wall time, in cores: near 1.0 for one
+        # single-threaded gateway process means it was saturated (the bottleneck)
+        "gateway_cores": gw_cpu / seconds,
         "p50_ms": pct(latencies, 50) * 1000,
         "p99_ms": pct(latencies, 99) * 1000,
         "load": os.getloadavg(),
@@ -319,8 +338,12 @@ async def engine_load(
                     data=body,
                     headers={"content-type": "application/json"},
                 ) as resp:
-                    reply = orjson.loads(await resp.read())
+                    status, content = resp.status, await resp.read()
                 latencies.append(time.perf_counter() - t)
+                if status != 200:  # a 4xx/5xx decides nothing: reported, never counted
+                    outcomes[f"HTTP {status}"] = outcomes.get(f"HTTP {status}", 0) + batch
+                    continue
+                reply = orjson.loads(content)
                 for result in [reply] if batch == 1 else reply["results"]:
                     for m in result["matched"]:
                         outcomes[m["outcome"]] = outcomes.get(m["outcome"], 0) + 1
@@ -435,6 +458,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for c in args.concurrency:
             say(f"concurrency {c}: {args.tries} interleaved tries of raw, raw aiohttp, engine")
+            pids = tuple(g.pid for g in gateways)
             await raw(fast, c, 2000)  # warm-up
             engine = Engine(workdir, c, args.engine_client, processes=args.engine_processes)
             tries: dict[str, list[dict[str, Any]]] = {"raw": [], "raw_aiohttp": [], "batches": []}
@@ -443,15 +467,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await setup(s, engine, fast)
                 await engine_load(engine, 2000, 100, max(2, c // 50))  # warm-up
                 for _ in range(args.tries):
-                    tries["raw"].append(await raw(fast, c, args.decisions))
-                    tries["raw_aiohttp"].append(await raw(fast, c, args.decisions, "aiohttp"))
+                    tries["raw"].append(await raw(fast, c, args.decisions, gateway_pids=pids))
+                    tries["raw_aiohttp"].append(
+                        await raw(fast, c, args.decisions, "aiohttp", gateway_pids=pids)
+                    )
                     tries["batches"].append(
                         await engine_load(engine, args.decisions, 100, max(2, c // 50))
                     )
                     r, a, b = tries["raw"][-1], tries["raw_aiohttp"][-1], tries["batches"][-1]
                     say(
                         f"  raw pyreqwest {r['per_s']:,.0f} calls/s ({r['cpu_us_per_call']:.0f} "
-                        f"us CPU a call), aiohttp {a['per_s']:,.0f} ({a['cpu_us_per_call']:.0f} "
+                        f"us CPU a call, gateway {r['gateway_cores']:.2f} cores), aiohttp "
+                        f"{a['per_s']:,.0f} ({a['cpu_us_per_call']:.0f} "
                         f"us); engine, batches of 100: {b['per_s']:,.0f} decisions/s "
                         f"({b['cpu_us_per_decision']:.0f} us CPU a decision) {b['outcomes']} "
                         f"({la()})"
@@ -465,12 +492,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
             finally:
                 engine.stop()
-            # the gateway gets a second process: a raw rate that rises shows it was the bottleneck
+            # the gateway gets a second process: a raw rate that rises shows it was the bottleneck.
+            # Compared with raw passes against one process made just before, in the same minutes;
+            # the second process must be up and take its share of the calls (its own CPU), or the
+            # check says nothing.
+            adjacent = [
+                await raw(fast, c, args.decisions, gateway_pids=pids) for _ in range(args.tries)
+            ]
             extra = start_gateway(gport)
             try:
                 await asyncio.sleep(0.5)
+                if extra.poll() is not None:
+                    raise RuntimeError(f"the second gateway process exited ({extra.returncode})")
                 await raw(fast, c, 2000)  # warm-up: new connections spread over both
-                two = [await raw(fast, c, args.decisions) for _ in range(args.tries)]
+                extra_cpu0 = cpu_seconds(extra.pid)
+                two = [
+                    await raw(fast, c, args.decisions, gateway_pids=(*pids, extra.pid))
+                    for _ in range(args.tries)
+                ]
+                extra_share = (cpu_seconds(extra.pid) - extra_cpu0) / max(
+                    1e-9, sum(r["gateway_cores"] * r["seconds"] for r in two)
+                )
             finally:
                 extra.terminate()
                 extra.wait()
@@ -478,19 +520,27 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 max(tries[k], key=lambda r: r["per_s"]) for k in ("raw", "raw_aiohttp", "batches")
             )
             base_two = max(two, key=lambda r: r["per_s"])
+            base_adjacent = max(adjacent, key=lambda r: r["per_s"])
             single = max(singles, key=lambda r: r["per_s"])
             say(
                 f"  raw pyreqwest with {args.gateway_processes + 1} gateway processes: "
                 + " ".join(f"{r['per_s']:,.0f}" for r in two)
-                + f" calls/s (with {args.gateway_processes}: best {base['per_s']:,.0f}) ({la()})"
+                + f" calls/s, the new one taking {extra_share:.0%} of the gateways' CPU; with "
+                f"{args.gateway_processes} just before: "
+                + " ".join(f"{r['per_s']:,.0f}" for r in adjacent)
+                + f" (gateway {base_adjacent['gateway_cores']:.2f} cores) ({la()})"
             )
-            fastest = max(base["per_s"], base_aiohttp["per_s"], base_two["per_s"])
+            fastest = max(
+                base["per_s"], base_aiohttp["per_s"], base_two["per_s"], base_adjacent["per_s"]
+            )
             cpu_raw = min(r["cpu_us_per_call"] for r in tries["raw"] + tries["raw_aiohttp"])
             out["throughput"][c] = {
                 "raw": base,
                 "raw_aiohttp": base_aiohttp,
                 "raw_second_gateway_process": base_two,
-                "raw_rise_with_second_gateway": base_two["per_s"] / base["per_s"] - 1,
+                "raw_one_gateway_adjacent": base_adjacent,
+                "second_gateway_cpu_share": extra_share,
+                "raw_rise_with_second_gateway": base_two["per_s"] / base_adjacent["per_s"] - 1,
                 "raw_fastest_per_s": fastest,
                 "ratio_batches_vs_aiohttp": batches["per_s"] / base_aiohttp["per_s"],
                 "batches_of_100": batches,
@@ -504,6 +554,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "tries": {
                     **{k: [r["per_s"] for r in v] for k, v in tries.items()},
                     "raw_second_gateway_process": [r["per_s"] for r in two],
+                    "raw_one_gateway_adjacent": [r["per_s"] for r in adjacent],
                     "single": [r["per_s"] for r in singles],
                 },
             }
@@ -520,6 +571,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             one = await engine_load(engine, 3000, 1, 1)
             with_ids = await engine_load(engine, 3000, 1, 1, event_ids=True)
             out["overhead"] = {
+                "load": os.getloadavg(),
                 "raw_p50_ms": base1["p50_ms"],
                 "engine_p50_ms": one["request_p50_ms"],
                 "overhead_p50_ms": one["request_p50_ms"] - base1["p50_ms"],
@@ -528,7 +580,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             say(
                 f"  raw p50 {base1['p50_ms']:.3f} ms, engine p50 {one['request_p50_ms']:.3f} ms, "
-                f"with event ids p50 {with_ids['request_p50_ms']:.3f} ms"
+                f"with event ids p50 {with_ids['request_p50_ms']:.3f} ms ({la()})"
             )
 
             say("timeout precision: a gateway that never answers, 500 other decisions/s")
@@ -540,7 +592,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["timeout"].append(t)
                 say(
                     f"  budget {budget} ms: late p50 {t['late_ms_p50']:.2f} p99 "
-                    f"{t['late_ms_p99']:.2f} max {t['late_ms_max']:.2f} ms, early {t['early']}"
+                    f"{t['late_ms_p99']:.2f} max {t['late_ms_max']:.2f} ms, early {t['early']} "
+                    f"({la()})"
                 )
         finally:
             engine.stop()
@@ -559,7 +612,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     step = min(100_000, args.memory_decisions - done)
                     await engine_load(engine, step, 100, 2)
                     done += step
-                    say(f"  {done:,} decisions, RSS {rss_kb(engine.proc.pid) / 1024:.1f} MB")
+                    say(
+                        f"  {done:,} decisions, RSS {rss_kb(engine.proc.pid) / 1024:.1f} MB "
+                        f"({la()})"
+                    )
                 after = rss_kb(engine.proc.pid)
                 out["memory"] = {
                     "decisions": done,
@@ -567,6 +623,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "rss_after_mb": after / 1024,
                     "growth_mb": (after - before) / 1024,
                     "seconds": time.perf_counter() - t0,
+                    "load": os.getloadavg(),
                 }
             finally:
                 engine.stop()
@@ -583,6 +640,11 @@ def verdict(value: float, target: float, higher: bool = True) -> str:
     return f"{'>=' if higher else '<='} {target}: {'met' if ok else 'MISSED'}"
 
 
+def load(figure: dict[str, Any]) -> str:
+    one, five, _ = figure["load"]
+    return f"load {one:.2f}/{five:.2f}"
+
+
 def report(out: dict[str, Any]) -> None:
     start, end = out["load_average_at_start"], out["load_average_at_end"]
     print(
@@ -595,24 +657,31 @@ def report(out: dict[str, Any]) -> None:
     for c, t in out["throughput"].items():
         print(
             f"raw gateway calls, concurrency {c:<3}           {t['raw']['per_s']:>9,.0f}/s"
-            f"   (pyreqwest; aiohttp {t['raw_aiohttp']['per_s']:,.0f}/s; with a second gateway "
-            f"process {t['raw_second_gateway_process']['per_s']:,.0f}/s, "
-            f"{t['raw_rise_with_second_gateway']:+.0%})"
+            f"   (pyreqwest, {load(t['raw'])}, gateway {t['raw']['gateway_cores']:.2f} cores; "
+            f"aiohttp {t['raw_aiohttp']['per_s']:,.0f}/s, {load(t['raw_aiohttp'])})"
+        )
+        two, adj = t["raw_second_gateway_process"], t["raw_one_gateway_adjacent"]
+        print(
+            f"  second gateway process: {two['per_s']:,.0f}/s ({load(two)}) vs one just before "
+            f"{adj['per_s']:,.0f}/s ({load(adj)}): {t['raw_rise_with_second_gateway']:+.0%}, "
+            f"the new process took {t['second_gateway_cpu_share']:.0%} of the gateways' CPU"
         )
         b, sg = t["batches_of_100"], t["single"]
         print(
             f"engine, batches of 100, concurrency {c:<3}      {b['per_s']:>9,.0f}/s"
-            f"   ratio {t['ratio_batches']:.2f} ({verdict(t['ratio_batches'], 0.5)})"
+            f"   ratio {t['ratio_batches']:.2f} ({verdict(t['ratio_batches'], 0.5)}), {load(b)}, "
+            f"outcomes {b['outcomes']}"
         )
         print(
             f"engine, single events, concurrency {c:<3}       {sg['per_s']:>9,.0f}/s"
-            f"   ratio {t['ratio_single']:.2f} ({verdict(t['ratio_single'], 0.25)})"
+            f"   ratio {t['ratio_single']:.2f} ({verdict(t['ratio_single'], 0.25)}), "
+            f"{load(sg)}, outcomes {sg['outcomes']}"
         )
         print(
             f"CPU, concurrency {c:<3}: engine {t['engine_cpu_us_per_decision']:.0f} us a decision "
             f"(batches; single events {sg['cpu_us_per_decision']:.0f}), raw client "
             f"{t['raw_cpu_us_per_call']:.0f} us a call: ratio {t['cpu_ratio']:.2f} "
-            f"({verdict(t['cpu_ratio'], 2, higher=False)})"
+            f"({verdict(t['cpu_ratio'], 2, higher=False)}), {load(b)}"
         )
         tried = t["tries"]
         print(
@@ -620,6 +689,8 @@ def report(out: dict[str, Any]) -> None:
             + " ".join(f"{x:,.0f}" for x in tried["raw"])
             + " | aiohttp "
             + " ".join(f"{x:,.0f}" for x in tried["raw_aiohttp"])
+            + " | 1 gateway just before "
+            + " ".join(f"{x:,.0f}" for x in tried["raw_one_gateway_adjacent"])
             + " | 2 gateways "
             + " ".join(f"{x:,.0f}" for x in tried["raw_second_gateway_process"])
             + " | engine "
@@ -631,7 +702,7 @@ def report(out: dict[str, Any]) -> None:
         o = out["overhead"]
         print(
             f"overhead at c1: engine p50 {o['engine_p50_ms']:.3f} ms - raw p50 "
-            f"{o['raw_p50_ms']:.3f} ms = {o['overhead_p50_ms']:.3f} ms (<= 1 ms)"
+            f"{o['raw_p50_ms']:.3f} ms = {o['overhead_p50_ms']:.3f} ms (<= 1 ms), {load(o)}"
         )
     for t in out.get("timeout", []):
         print(
@@ -645,7 +716,7 @@ def report(out: dict[str, Any]) -> None:
         m = out["memory"]
         print(
             f"memory: {m['decisions']:,} decisions, RSS {m['rss_after_warmup_mb']:.1f} -> "
-            f"{m['rss_after_mb']:.1f} MB ({m['growth_mb']:+.1f} MB, <= 50 MB)"
+            f"{m['rss_after_mb']:.1f} MB ({m['growth_mb']:+.1f} MB, <= 50 MB), {load(m)}"
         )
 
 

@@ -7,12 +7,14 @@ approval calls in flight), in turn:
 1. upload the target group (NDJSON, 100,000 a call), schedule, process it with an in-process
    Worker on a FakeClock (the notification; state awaiting_clearance);
 2. right after it, the listener's first pass: every customer through GetProcessedCampaignCustomers
-   ($top 10,000), beside a raw keyset scan of exactly the columns that page returns;
-3. approvals in the order those pages gave the customers, 10,000 a call, three passes: approve
-   all, revoke a random half, approve all again;
-4. the same passes straight into a table shaped like `approvals` with the driver, in the same
+   ($top 10,000);
+3. at once, approvals in the order those pages gave the customers, 10,000 a call, three passes:
+   approve all, revoke a random half, approve all again;
+4. then the baselines: a raw keyset scan of exactly the columns that page returns (SQLite:
+   fetchall and one JSON array a page, the engine's route; PostgreSQL: text and binary), and
+   the same passes straight into a table shaped like `approvals` with the driver, in the same
    order (SQLite: executemany and the json_each route the engine uses; PostgreSQL: COPY
-   write_row and one COPY text buffer), the faster counting per pass;
+   write_row and one COPY text buffer); every route each try, the fastest counting;
 5. the last campaign is frozen (the worker's clock past ClearanceRequiredBy) and executed to the
    file channel; every customer's send is checked; the API process's peak RSS is read.
 
@@ -285,7 +287,7 @@ def page_api(
             break
         lo = len(got)
         got.extend(row["CustomerID"] for row in rows)
-        if got[lo] != ids[lo] or got[-1] != ids[len(got) - 1]:
+        if got[lo:] != ids[lo : len(got)]:  # every row, not just the page's ends
             raise RuntimeError(f"page at $skip={lo} does not hold the customers in upload order")
         pages += 1
         progress.add(len(rows))
@@ -317,7 +319,14 @@ def scan_sql(attributes: bool) -> str:
     )
 
 
-def raw_scan(kind: str, url: str, campaign_id: int, limit: int, n: int, attrs: bool) -> float:
+# Tried in turn each try; the faster counts. SQLite: fetchall, or the whole page as one JSON
+# array decoded with orjson (the engine's route). PostgreSQL: text or binary results.
+SCAN_ROUTES = {"sqlite": ("fetchall", "json"), "postgres": ("text", "binary")}
+
+
+def raw_scan(
+    kind: str, url: str, campaign_id: int, limit: int, n: int, attrs: bool, route: str
+) -> float:
     """Seconds for a keyset scan of the campaign's target group straight through the driver."""
     got = 0
     last = 0
@@ -326,15 +335,27 @@ def raw_scan(kind: str, url: str, campaign_id: int, limit: int, n: int, attrs: b
         if kind == "sqlite":
             lite = sqlite3.connect(url.removeprefix("sqlite://"), isolation_level=None)
             stack.callback(lite.close)
+            if route == "json":
+                columns, _, rest = sql.removeprefix("SELECT ").partition(" FROM ")
+                sql = (
+                    f"SELECT json_group_array(json_array({columns})) FROM "
+                    f"(SELECT {columns} FROM {rest})"
+                )
 
-            def fetch(after: int) -> list[Any]:
-                return lite.execute(sql, (campaign_id, after, limit)).fetchall()
+                def fetch(after: int) -> list[Any]:
+                    row = lite.execute(sql, (campaign_id, after, limit)).fetchone()
+                    return orjson.loads(row[0]) if row and row[0] else []
+            else:
+
+                def fetch(after: int) -> list[Any]:
+                    return lite.execute(sql, (campaign_id, after, limit)).fetchall()
         else:
             pg = stack.enter_context(psycopg.connect(url, autocommit=True))
             pg_sql = sql.replace("?", "%s")
+            binary = route == "binary"
 
             def fetch(after: int) -> list[Any]:
-                return pg.execute(pg_sql, (campaign_id, after, limit)).fetchall()
+                return pg.execute(pg_sql, (campaign_id, after, limit), binary=binary).fetchall()
 
         started = time.perf_counter()
         while True:
@@ -513,30 +534,31 @@ def raw_passes(
     """The engine's passes again, straight into a table shaped like `approvals`: each try a fresh
     table and every pass in order (so a later pass lands on what the earlier ones left, as the
     engine's do). Routes alternate between tries; per pass the fastest try counts."""
-    samples: list[list[tuple[float, str]]] = [[] for _ in passes]
+    samples: list[list[tuple[float, str, tuple[float, float, float]]]] = [[] for _ in passes]
     for t in range(tries):
-        route = RAW_ROUTES[kind][t % len(RAW_ROUTES[kind])]
-        make_raw_table(kind, url)
-        for p, entries in enumerate(passes):
-            now_ms = int(time.time() * 1000)
-            rows = [(campaign_id, cid, status, now_ms) for cid, status in entries]
-            seconds = raw_insert(kind, url, rows, route)
-            samples[p].append((seconds, route))
-            say(
-                f"  raw try {t + 1}/{tries} ({route}), pass {p + 1}: "
-                f"{rate(len(rows), seconds):,.0f} rows/s ({la()})"
-            )
+        for route in RAW_ROUTES[kind]:  # every route each try: the better one always measured
+            make_raw_table(kind, url)
+            for p, entries in enumerate(passes):
+                now_ms = int(time.time() * 1000)
+                rows = [(campaign_id, cid, status, now_ms) for cid, status in entries]
+                seconds = raw_insert(kind, url, rows, route)
+                samples[p].append((seconds, route, os.getloadavg()))
+                say(
+                    f"  raw try {t + 1}/{tries} ({route}), pass {p + 1}: "
+                    f"{rate(len(rows), seconds):,.0f} rows/s ({la()})"
+                )
     run_sql(kind, url, f"DROP TABLE IF EXISTS {RAW_TABLE}")
     out = []
     for p, entries in enumerate(passes):
-        seconds, route = min(samples[p])
+        seconds, route, load = min(samples[p])
         out.append(
             {
                 "rows": len(entries),
                 "seconds": seconds,
                 "rows_per_s": rate(len(entries), seconds),
                 "route": route,
-                "tries": [{"route": r, "seconds": s} for s, r in samples[p]],
+                "load": load,
+                "tries": [{"route": r, "seconds": s} for s, r, _ in samples[p]],
             }
         )
     return out
@@ -671,7 +693,11 @@ def run_campaign(
     made = create_and_upload(http, ids, args.upload_chunk, f"bench scheduled {index}")
     campaign_id = made["campaign_id"]
     out.update(campaign_id=campaign_id, execute_at=made["execute_at"])
-    out["upload"] = {"seconds": made["upload_s"], "rows_per_s": rate(n, made["upload_s"])}
+    out["upload"] = {
+        "seconds": made["upload_s"],
+        "rows_per_s": rate(n, made["upload_s"]),
+        "load": os.getloadavg(),
+    }
     say(f"  upload: {out['upload']['rows_per_s']:,.0f} rows/s ({la()})")
     settle(kind, url, args, "after upload")
     check(http.post(f"/api/v1/campaigns/{campaign_id}/schedule"))
@@ -679,10 +705,13 @@ def run_campaign(
     t0 = time.perf_counter()
     worker.drain()
     out["process_s"] = time.perf_counter() - t0
+    out["process_load"] = os.getloadavg()
     state = check(http.get(f"/api/v1/campaigns/{campaign_id}"))
     if state["state"] != "awaiting_clearance":
         raise RuntimeError(f"after processing the campaign is {state}")
-    say(f"  notified: campaign {campaign_id} awaiting_clearance ({out['process_s']:.1f} s)")
+    say(
+        f"  notified: campaign {campaign_id} awaiting_clearance ({out['process_s']:.1f} s) ({la()})"
+    )
 
     # the listener's first pass, right after the notification: whatever the engine prepares
     # lazily for this campaign is paid here
@@ -690,24 +719,8 @@ def run_campaign(
     run, order = page_api(http, campaign_id, args.page_size, ids, attributes)
     out["paging"] = run
     say(f"  paging (first pass, {columns}): {run['rows_per_s']:,.0f} rows/s ({la()})")
-    if args.scan_tries:
-        tries = [
-            raw_scan(kind, url, campaign_id, args.page_size, n, bool(attributes))
-            for _ in range(args.scan_tries)
-        ]
-        out["raw_scan"] = {
-            "limit": args.page_size,
-            "attributes": bool(attributes),
-            "seconds": min(tries),
-            "rows_per_s": rate(n, min(tries)),
-            "tries_s": tries,
-        }
-        out["paging"]["ratio"] = run["rows_per_s"] / out["raw_scan"]["rows_per_s"]
-        say(
-            f"  raw keyset scan ({scan_sql(bool(attributes)).split(' FROM')[0]}), best of "
-            f"{len(tries)}: {out['raw_scan']['rows_per_s']:,.0f} rows/s; ratio "
-            f"{out['paging']['ratio']:.2f} ({la()})"
-        )
+    # the raw keyset scan comes after the approval passes (below): run here, it would give the
+    # engine idle time to finish what it prepares lazily before the first approval call
 
     # the approval passes, in page order
     half = set(random.Random(args.seed + index).sample(order, n // 2))
@@ -729,8 +742,30 @@ def run_campaign(
     approved = check(http.get(f"/api/v1/campaigns/{campaign_id}"))["counts"]["approved"]
     if approved != expected:
         raise RuntimeError(f"approved {approved} != {expected}")
+    if args.scan_tries:  # the target group is unchanged by approvals: the same rows
+        scans = [
+            (raw_scan(kind, url, campaign_id, args.page_size, n, bool(attributes), route), route)
+            for _ in range(args.scan_tries)
+            for route in SCAN_ROUTES[kind]
+        ]
+        best, best_route = min(scans)
+        out["raw_scan"] = {
+            "limit": args.page_size,
+            "attributes": bool(attributes),
+            "route": best_route,
+            "seconds": best,
+            "rows_per_s": rate(n, best),
+            "tries": [{"route": r, "seconds": t} for t, r in scans],
+            "load": os.getloadavg(),
+        }
+        out["paging"]["ratio"] = out["paging"]["rows_per_s"] / out["raw_scan"]["rows_per_s"]
+        say(
+            f"  raw keyset scan ({scan_sql(bool(attributes)).split(' FROM')[0]}), best of "
+            f"{len(scans)} ({best_route}): {out['raw_scan']['rows_per_s']:,.0f} rows/s; paging "
+            f"ratio {out['paging']['ratio']:.2f} ({la()})"
+        )
     if args.raw_tries:
-        say(f"  raw baseline: the same passes, {args.raw_tries} tries")
+        say(f"  raw baseline: the same passes, {args.raw_tries} tries of each route")
         raws = raw_passes(kind, url, campaign_id + 10_000_000, passes, args.raw_tries)
         for run, raw in zip(out["approvals"], raws, strict=True):
             run["raw"] = raw
@@ -812,6 +847,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 t0 = time.perf_counter()
                 worker.drain()
                 result["freeze_s"] = time.perf_counter() - t0
+                result["freeze_load"] = os.getloadavg()
                 say(f"freeze: {rate(n, result['freeze_s']):,.0f} customers/s ({la()})")
                 state = check(http.get(f"/api/v1/campaigns/{campaign_id}"))
                 if state["state"] != "cleared" or state["counts"]["approved"] != expected:
@@ -841,6 +877,7 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     "file_lines": lines,
                     "file_customers": distinct,
                     "files": files,
+                    "load": os.getloadavg(),
                 }
                 say(
                     f"  -> {rate(expected, seconds):,.0f} sends/s ({seconds:.1f} s), state "
@@ -884,37 +921,52 @@ def table(r: dict[str, Any]) -> str:
         f"{r['database']} ({r.get('db_version', '')}), {n:,} random ids, "
         f"{r.get('server_processes', 1)} API process(es), engine {r['engine_commit']}",
         f"load average at start {start[0]:.2f} {start[1]:.2f} {start[2]:.2f}, "
-        f"at end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}",
-        f"{'step':<76}{'seconds':>9}{'rows/s':>12}{'ratio':>7}  target",
-        "-" * 118,
+        f"at end {end[0]:.2f} {end[1]:.2f} {end[2]:.2f}; load (1/5 min) beside each figure",
+        f"{'step':<76}{'seconds':>9}{'rows/s':>12}{'ratio':>7}{'load':>11}  target",
+        "-" * 129,
     ]
 
-    def row(label: str, seconds: float, per_s: float, ratio: str = "", target: str = "") -> None:
-        lines.append(f"{label:<76}{seconds:>9.2f}{per_s:>12,.0f}{ratio:>7}  {target}")
+    def row(
+        label: str,
+        seconds: float | None,
+        per_s: float | None,
+        load: Any = None,
+        ratio: str = "",
+        target: str = "",
+    ) -> None:
+        secs = f"{seconds:>9.2f}" if seconds is not None else " " * 9
+        rate_s = f"{per_s:>12,.0f}" if per_s is not None else " " * 12
+        where = f"{load[0]:.2f}/{load[1]:.2f}" if load is not None else ""
+        lines.append(f"{label:<76}{secs}{rate_s}{ratio:>7}{where:>11}  {target}")
 
     for c in r["campaigns"]:
         f = c["in_flight"]
+        u = c["upload"]
         row(
             f"[{f} in flight] upload target group (NDJSON, API)",
-            c["upload"]["seconds"],
-            c["upload"]["rows_per_s"],
+            u["seconds"],
+            u["rows_per_s"],
+            u.get("load"),
         )
-        lines.append(f"{f'[{f} in flight] process (notify)':<76}{c['process_s']:>9.2f}")
+        row(f"[{f} in flight] process (notify)", c["process_s"], None, c.get("process_load"))
         p = c["paging"]
         cols = "attributes" if p["attributes"] else "no attributes"
         row(
             f"[{f} in flight] paging, first pass, $top={p['top']:,}, {cols}",
             p["seconds"],
             p["rows_per_s"],
+            p.get("load"),
             f"{p['ratio']:.2f}" if "ratio" in p else "",
             verdict(p.get("ratio"), PAGING_TARGET),
         )
         if "raw_scan" in c:
             s = c["raw_scan"]
             row(
-                f"    raw keyset scan of the same columns (best of {len(s['tries_s'])})",
+                f"    raw keyset scan of the same columns ({s['route']}, best of "
+                f"{len(s['tries'])})",
                 s["seconds"],
                 s["rows_per_s"],
+                s.get("load"),
             )
         for a in c["approvals"]:
             row(
@@ -922,24 +974,31 @@ def table(r: dict[str, Any]) -> str:
                 f"{a['call_ms_p50']:.0f}, last tenth {a['call_ms_last_tenth_p50']:.0f} ms)",
                 a["seconds"],
                 a["rows_per_s"],
+                a.get("load"),
                 f"{a['ratio']:.2f}" if "ratio" in a else "",
                 verdict(a.get("ratio"), APPROVAL_TARGET),
             )
             if "raw" in a:
                 row(
-                    f"    raw insert, same rows and order ({a['raw']['route']})",
+                    f"    raw insert, same rows and order ({a['raw']['route']}, best of "
+                    f"{len(a['raw']['tries'])})",
                     a["raw"]["seconds"],
                     a["raw"]["rows_per_s"],
+                    a["raw"].get("load"),
                 )
-        lines.append(
-            f"{f'[{f} in flight] last pass per row / first pass per row':<76}{'':>9}{'':>12}"
-            f"{c['third_over_first']:>7.2f}  "
-            f"{verdict(c['third_over_first'], SLOWDOWN_TARGET, False)}"
+        last = c["approvals"][-1]
+        row(
+            f"[{f} in flight] last pass per row / first pass per row",
+            None,
+            None,
+            last.get("load"),
+            f"{c['third_over_first']:.2f}",
+            verdict(c["third_over_first"], SLOWDOWN_TARGET, False),
         )
     expected = r["execution"]["counts"]["sent"]
-    row("freeze (worker)", r["freeze_s"], rate(n, r["freeze_s"]))
+    row("freeze (worker)", r["freeze_s"], rate(n, r["freeze_s"]), r.get("freeze_load"))
     e = r["execution"]
-    row("execution to file channel (sends/s)", e["seconds"], e["sends_per_s"])
+    row("execution to file channel (sends/s)", e["seconds"], e["sends_per_s"], e.get("load"))
     lines.append(
         f"verified: state {e['state']}, sent {expected:,}, {e['file_lines']:,} "
         f"NDJSON lines / {e['file_customers']:,} customers in {e['files']} files"
@@ -987,13 +1046,19 @@ def main(argv: list[str] | None = None) -> int:
         help="CustomerAttributes of each campaign's paging pass, comma separated, cycled "
         "(default: none for the first, 'tier;score' for the second)",
     )
-    p.add_argument("--scan-tries", type=int, default=3, help="raw keyset scans (best counts)")
+    p.add_argument(
+        "--scan-tries",
+        type=int,
+        default=2,
+        help="raw keyset scans of each route (SQLite fetchall / JSON array, PostgreSQL text / "
+        "binary), after the approval passes; the best counts",
+    )
     p.add_argument(
         "--raw-tries",
         type=int,
-        default=2,
-        help="raw insert baselines of every pass (best counts); the routes alternate (SQLite "
-        "executemany / json_each, PostgreSQL COPY write_row / text), so 2 tries each once",
+        default=1,
+        help="raw insert baselines of every pass with each route (SQLite executemany / "
+        "json_each, PostgreSQL COPY write_row / text); the best counts",
     )
     p.add_argument(
         "--e2e",

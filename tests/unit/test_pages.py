@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import orjson
 import pytest
 
@@ -41,3 +43,57 @@ def test_same_bytes_as_one_dict_per_customer(codes, action_id):
 def test_an_empty_page_is_an_empty_list():
     assert processed_page([], 7, ["P"]) == b"[]"
     assert processed_page([], 7, ["P"], ["tier"]) == b"[]"
+
+
+HOSTILE = [
+    '"',
+    "\\",
+    '\\"',
+    "\\u0041",
+    "\x00",
+    "\x01\x1f",
+    "\x7f\x80\x9f",
+    "\u2028\u2029",
+    "\ufeff",
+    "\U0010ffff",
+    "😀👍🏽",
+    "</script>",
+    "é",
+    "'",
+    "{}",
+    "[",
+    "null",
+]
+
+
+def test_hostile_ids_codes_and_attributes_give_the_same_bytes_many_codes_and_wraps():
+    rng = random.Random(13)
+
+    def hostile() -> str:
+        return "".join(rng.choice([*HOSTILE, "a", "Z9"]) for _ in range(rng.randint(1, 8)))
+
+    for codes in ([], [hostile()], [hostile() for _ in range(7)]):
+        for action_id in (0, 7, 2**53, None):
+            seqs = sorted(rng.sample(range(1, 10_000), 200))  # gaps; every code's turn wraps
+            rows = [(seq, hostile()) for seq in seqs]
+            assert processed_page(rows, action_id, codes) == by_dicts(rows, action_id, codes, [])
+            names = [hostile(), "tier", hostile()]
+            rows3 = []
+            for seq, cid in rows:
+                values = {names[0]: hostile(), "tier": [hostile(), None, 1.5], "x": {"y": True}}
+                rows3.append((seq, cid, orjson.dumps(values).decode() if seq % 3 else None))
+            page = processed_page(rows3, action_id, codes, names)
+            assert page == by_dicts(rows3, action_id, codes, names)
+            # and it is JSON a listener reads back to the same values
+            assert [r["CustomerID"] for r in orjson.loads(page)] == [r[1] for r in rows]
+
+
+def test_a_lone_surrogate_is_refused_as_the_dict_route_refuses_it():
+    # impossible in valid input (ids arrive as UTF-8 JSON); neither route may emit invalid UTF-8
+    rows = [(1, "ok"), (2, "bad\ud800")]
+    with pytest.raises(TypeError):
+        by_dicts(rows, 7, ["P"], [])
+    with pytest.raises(TypeError):
+        processed_page(rows, 7, ["P"])
+    with pytest.raises(TypeError):
+        processed_page([(1, "ok")], 7, ["P\udfff"])

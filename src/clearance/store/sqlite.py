@@ -34,12 +34,19 @@ class SQLiteTx(Tx):
     def fetch_rows(self, columns: str, rest: str, params: Params = ()) -> list[Sequence[Any]]:
         # One JSON array for the whole read, not a row at a time: the driver releases and
         # re-takes the GIL for every row it steps, so two bulk reads at once (a listener's page
-        # and the membership index being built) convoy on it; this takes it back once.
+        # and the membership index being built) convoy on it; this takes it back once. The
+        # statement counts the rows it aggregates, and a decoded array of any other length is
+        # refused: never a page short of rows. (Key order is checked by the callers.)
         row = self.conn.execute(
-            f"SELECT json_group_array(json_array({columns})) FROM (SELECT {columns} {rest})",
+            "SELECT count(*), json_group_array(json_array("
+            f"{columns})) FROM (SELECT {columns} {rest})",
             params,
         ).fetchone()
-        rows: list[Sequence[Any]] = orjson.loads(row[0]) if row and row[0] else []
+        rows: list[Sequence[Any]] = orjson.loads(row[1]) if row and row[1] else []
+        if row is None or len(rows) != row[0]:
+            raise RuntimeError(
+                f"bulk read decoded {len(rows)} rows of {row[0] if row else '?'}: refused"
+            )
         return rows
 
     def fetchdicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
