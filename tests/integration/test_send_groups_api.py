@@ -108,3 +108,49 @@ def test_two_send_groups_over_the_wire(api, worker, clock, store):
         ("c", 505, 20, "2026-01-01 16:00:00"),
     ]
     assert [s["SendID"] for s in sends[:2]] == ["800-504-1", "800-505-1"]
+
+
+def test_an_approval_naming_another_send_group_is_refused(api, worker, clock):
+    """An entry approved for one send group (its SendGroupID) never applies to a customer of
+    another: it is refused and named; the call's other entries apply."""
+    assert api.post("/api/v1/campaigns", json=BODY).status_code == 201
+    worker.drain()
+    r = api.post(
+        APPROVE,
+        json={
+            "TimeStamp": "2026-01-01 12:00:00",
+            "CampaignID": 800,
+            "PromosUpdated": [
+                {"CustomerID": "a", "Status": True, "SendGroupID": LATE},  # a is EARLY's
+                {"CustomerID": "b", "Status": True, "SendGroupID": LATE},
+                {"CustomerID": "c", "Status": True},
+            ],
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {
+        "Applied": 2,
+        "NotInTargetGroup": [],
+        "DeadlinePassed": [],
+        "SendGroupMismatch": ["a"],
+    }
+    whole = {"TimeStamp": "2026-01-01 12:00:00", "CampaignID": 800, "SendGroupID": EARLY}
+    r = api.post(APPROVE, json={**whole, "PromosUpdated": [{"CustomerID": "b", "Status": True}]})
+    assert r.json()["SendGroupMismatch"] == ["b"]
+    groups = {
+        g["send_group_id"]: g["approved"]
+        for g in api.get("/api/v1/campaigns/800/send-groups").json()
+    }
+    assert groups == {EARLY: 0, LATE: 2}
+
+
+def test_a_v1_campaign_refuses_an_approval_for_another_send_group(api, worker):
+    v1 = {**BODY, "target_group": [{"customer_id": "a"}, {"customer_id": "b"}]}
+    assert api.post("/api/v1/campaigns", json=v1).status_code == 201
+    worker.drain()
+    call = {"TimeStamp": "2026-01-01 12:00:00", "CampaignID": 800}
+    entry = {"CustomerID": "a", "Status": True}
+    r = api.post(APPROVE, json={**call, "PromosUpdated": [{**entry, "SendGroupID": LATE}]})
+    assert r.status_code == 400, r.text
+    r = api.post(APPROVE, json={**call, "PromosUpdated": [{**entry, "SendGroupID": EARLY}]})
+    assert r.json() == {"Applied": 1, "NotInTargetGroup": []}

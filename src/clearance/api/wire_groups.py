@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from clearance.domain import Campaign, format_wire_time, parse_send_group_id
-from clearance.errors import NotFound
+from clearance.errors import InvalidInput, NotFound
 from clearance.runtime import Runtime
 from clearance.store import GroupApprovalResult
 
@@ -61,4 +61,24 @@ def approval_reply(result: Any) -> dict[str, Any]:
     reply = {"Applied": result.applied, "NotInTargetGroup": result.not_in_target_group}
     if isinstance(result, GroupApprovalResult):
         reply["DeadlinePassed"] = result.deadline_passed
+        if result.send_group_mismatch:
+            reply["SendGroupMismatch"] = result.send_group_mismatch
     return reply
+
+
+def named_groups(body: dict[str, Any], updates: list[Any]) -> dict[str, str]:
+    """The SendGroupID each approval names (customer → group): an entry's own, else the call's.
+    An entry approved for one group must never apply to a customer of another."""
+    default = body.get("SendGroupID")
+    out: dict[str, str] = {}
+    for i, entry in enumerate(updates):
+        gid = entry.get("SendGroupID", default)
+        if gid is None:
+            continue
+        if not isinstance(gid, str) or not gid:
+            raise InvalidInput(
+                f"PromosUpdated[{i}].SendGroupID must be a send group id",
+                field=f"PromosUpdated[{i}].SendGroupID",
+            )
+        out[str(entry["CustomerID"])] = gid
+    return out

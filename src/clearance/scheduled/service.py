@@ -3,7 +3,7 @@ approve. Rules in `domain`, I/O in `store`; the worker takes the timed steps."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,7 +14,9 @@ from clearance.domain import (
     Campaign,
     EventType,
     State,
+    first_template,
     format_wire_time,
+    send_group_id,
 )
 from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidInput
 from clearance.metrics import Metrics
@@ -113,8 +115,13 @@ class ScheduledService:
         return self.store.get_campaign(campaign_id)
 
     def approve(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        expected: Mapping[str, str] | None = None,
     ) -> ApprovalResult | GroupApprovalResult:
+        """Apply approvals. `expected`: the SendGroupID each entry named (customer → group);
+        an entry whose customer is in another group is refused, never applied."""
         if len(entries) > MAX_APPROVALS_PER_CALL:
             raise InvalidInput(
                 f"PromosUpdated has {len(entries)} entries; at most {MAX_APPROVALS_PER_CALL} "
@@ -127,9 +134,10 @@ class ScheduledService:
         try:
             if self._has_groups(campaign_id):
                 result: ApprovalResult | GroupApprovalResult = self._approve_groups(
-                    campaign_id, entries
+                    campaign_id, entries, expected
                 )
             else:
+                self._check_v1_group(campaign_id, expected)
                 result = self._approve(campaign_id, entries)
         except ClearanceError:
             self.metrics.approvals.labels("refused").inc(len(entries))
@@ -161,13 +169,30 @@ class ScheduledService:
                 clearance_required_by_text=text,
             ) from exc
 
+    def _check_v1_group(self, campaign_id: int, expected: Mapping[str, str] | None) -> None:
+        """A campaign without send groups is its one group: any other SendGroupID named in a
+        call refuses the whole call (nothing applied)."""
+        if not expected:
+            return
+        c = self.store.get_campaign(campaign_id)
+        own = send_group_id(first_template(c.channels), c.execute_at)
+        wrong = sorted({g for g in expected.values() if g != own})
+        if wrong:
+            raise InvalidInput(
+                f"campaign {campaign_id} has no send group {wrong[0]!r}; nothing was applied",
+                field="SendGroupID",
+            )
+
     def _approve_groups(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        expected: Mapping[str, str] | None = None,
     ) -> GroupApprovalResult:
         """Each entry to its customer's send group; a 409 only when every entry for the target
         group was refused for its group's deadline (so a one-group campaign answers as a V1 one,
         outsiders included)."""
-        result = self.store.apply_group_approvals(campaign_id, entries, self.now_ms)
+        result = self.store.apply_group_approvals(campaign_id, entries, self.now_ms, expected)
         late, outside = len(result.deadline_passed), len(result.not_in_target_group)
         if late and late + outside == len(entries):
             texts = [
@@ -181,5 +206,6 @@ class ScheduledService:
                 field="CampaignID",
                 clearance_required_by_text=texts[0] if texts else None,
             )
-        self.metrics.approvals.labels("refused").inc(len(result.deadline_passed))
+        refused = len(result.deadline_passed) + len(result.send_group_mismatch)
+        self.metrics.approvals.labels("refused").inc(refused)
         return result

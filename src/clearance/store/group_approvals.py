@@ -3,7 +3,7 @@ customer's group, and a group past its ClearanceRequiredBy refuses its entries o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +21,19 @@ class GroupApprovalResult:
     not_in_target_group: list[str] = field(default_factory=list)
     deadline_passed: list[str] = field(default_factory=list)  # entries of frozen groups
     refused_groups: dict[str, int | None] = field(default_factory=dict)  # group → its deadline
+    # entries that named a SendGroupID other than their customer's group: refused, never applied
+    send_group_mismatch: list[str] = field(default_factory=list)
 
 
 class GroupApprovalStore:
     db: Database
 
     def apply_group_approvals(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]], now_ms: Callable[[], int]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        now_ms: Callable[[], int],
+        expected: Mapping[str, str] | None = None,
     ) -> GroupApprovalResult:
         """Apply each entry to its customer's group: entries for a group whose deadline has
         passed are refused (named in the result), the rest apply atomically against their
@@ -71,6 +77,14 @@ class GroupApprovalStore:
                 "listeners are notified"
             )
         missing = [cid for cid in ids if cid not in group_of]
+        mismatch = [
+            cid
+            for cid in ids
+            if cid in group_of and group_of[cid] != (expected or {}).get(cid, group_of[cid])
+        ]
+        if mismatch:  # approved for another send time or template than the customer's: refuse
+            wrong = set(mismatch)
+            entries = [e for e in entries if e[0] not in wrong]
         early = now_ms()
 
         def is_open(gid: str, now: int) -> bool:
@@ -107,6 +121,7 @@ class GroupApprovalStore:
             not_in_target_group=missing,
             deadline_passed=[cid for cid, _ in late],
             refused_groups={g: groups[g][1] for g in sorted(refused)},
+            send_group_mismatch=mismatch,
         )
 
     def page_group_target(
