@@ -154,3 +154,27 @@ def test_a_v1_campaign_refuses_an_approval_for_another_send_group(api, worker):
     assert r.status_code == 400, r.text
     r = api.post(APPROVE, json={**call, "PromosUpdated": [{**entry, "SendGroupID": EARLY}]})
     assert r.json() == {"Applied": 1, "NotInTargetGroup": []}
+
+
+def test_a_send_at_after_the_campaigns_life_is_refused_saving_nothing(api):
+    """A 1-day campaign at 15:00 cannot send a customer's promotion a year (or 8,000) later."""
+    for k, when in enumerate(["2026-01-02 15:00:00", "2027-06-01 12:00:00", "9999-12-31 23:59:59"]):
+        rows = [{"customer_id": "a"}, {"customer_id": "x", "send_at": when}]
+        for conditional in (True, False):
+            body = {
+                **BODY,
+                "campaign_id": 810 + k,
+                "conditional": conditional,
+                "target_group": rows,
+            }
+            r = api.post("/api/v1/campaigns", json=body)
+            assert r.status_code == 400, r.text
+            assert r.json()["field"] == "send_at"
+            assert api.get(f"/api/v1/campaigns/{810 + k}").status_code == 404
+    draft = {**BODY, "draft": True, "target_group": [{"customer_id": "a"}]}
+    assert api.post("/api/v1/campaigns", json=draft).status_code == 201
+    late = [{"customer_id": "q"}, {"customer_id": "z", "send_at": "2026-01-05 15:00:00"}]
+    assert api.post("/api/v1/campaigns/800/target-group", json=late).status_code == 400
+    assert api.get("/api/v1/campaigns/800").json()["counts"]["target"] == 1
+    last = [{"customer_id": "z", "send_at": "2026-01-02 14:59:59"}]  # the life's last second
+    assert api.post("/api/v1/campaigns/800/target-group", json=last).status_code == 200
