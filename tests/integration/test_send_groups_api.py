@@ -178,3 +178,22 @@ def test_a_send_at_after_the_campaigns_life_is_refused_saving_nothing(api):
     assert api.get("/api/v1/campaigns/800").json()["counts"]["target"] == 1
     last = [{"customer_id": "z", "send_at": "2026-01-02 14:59:59"}]  # the life's last second
     assert api.post("/api/v1/campaigns/800/target-group", json=last).status_code == 200
+
+
+def test_a_send_group_whose_deadline_passes_before_processing_is_refused(api, worker):
+    """process_at 14:00 notifies the groups then: a group sent at 14:15 (deadline 13:45) would
+    be processed past its deadline, its EventTypeID 5 already expired, its customers nobody."""
+    rows = [{"customer_id": "a"}, {"customer_id": "x", "send_at": "2026-01-01 14:15:00"}]
+    body = {**BODY, "process_at": "2026-01-01 14:00:00", "target_group": rows}
+    r = api.post("/api/v1/campaigns", json=body)
+    assert r.status_code == 400, r.text
+    assert "before process_at" in r.json()["message"]
+    assert api.get("/api/v1/campaigns/800").status_code == 404
+    draft = {**body, "draft": True, "target_group": rows[:1]}
+    assert api.post("/api/v1/campaigns", json=draft).status_code == 201
+    assert api.post("/api/v1/campaigns/800/target-group", json=rows[1:]).status_code == 200
+    assert api.post("/api/v1/campaigns/800/schedule").status_code == 400
+    assert api.get("/api/v1/campaigns/800").json()["state"] == "draft"
+    ok = [{"customer_id": "y", "send_at": "2026-01-01 14:30:01"}]  # deadline 14:00:01
+    good = {**body, "campaign_id": 801, "target_group": ok}
+    assert api.post("/api/v1/campaigns", json=good).status_code == 201

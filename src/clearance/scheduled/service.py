@@ -57,12 +57,16 @@ class ScheduledService:
                 "past: move execute_at later or shorten clearance_lead_seconds",
                 field="execute_at",
             )
-        for when in send_times:  # each send group's own deadline
+        # each send group's own deadline, which must still be ahead when the campaign is
+        # processed (its EventTypeID 5 goes then): one already past could reach nobody
+        processed = max(self.clock.now(), c.process_at or self.clock.now())
+        for when in send_times:
             group_crb = when - (c.execute_at - crb)
-            if group_crb <= self.clock.now():
+            if group_crb <= processed:
+                why = "already past" if processed == self.clock.now() else "before process_at"
                 raise InvalidInput(
                     f"a send group's ClearanceRequiredBy would be "
-                    f"{format_wire_time(group_crb, self.settings.tz)}, already past: move its "
+                    f"{format_wire_time(group_crb, self.settings.tz)}, {why}: move its "
                     "send_at later",
                     field="send_at",
                 )
