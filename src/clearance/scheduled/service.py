@@ -93,11 +93,10 @@ class ScheduledService:
 
     def _has_groups(self, campaign_id: int) -> bool:
         known = self._grouped.get(campaign_id)
-        if known is None:
-            if self.store.send_groups(campaign_id):
-                known = self._grouped[campaign_id] = True
-            elif self.store.get_campaign(campaign_id).processed_at is not None:
-                known = self._grouped[campaign_id] = False  # processed without groups: V1
+        # processed_at first: a campaign's groups commit with it, so once it is seen the groups
+        # are too (read the other way round, a processing in between cached a V2 campaign as V1)
+        if known is None and self.store.get_campaign(campaign_id).processed_at is not None:
+            known = self._grouped[campaign_id] = bool(self.store.send_groups(campaign_id))
         return bool(known)
 
     def cancel(self, campaign_id: int) -> Campaign:
