@@ -197,3 +197,19 @@ def test_a_send_group_whose_deadline_passes_before_processing_is_refused(api, wo
     ok = [{"customer_id": "y", "send_at": "2026-01-01 14:30:01"}]  # deadline 14:00:01
     good = {**body, "campaign_id": 801, "target_group": ok}
     assert api.post("/api/v1/campaigns", json=good).status_code == 201
+
+
+def test_a_v1_campaign_pages_by_its_one_send_group_byte_for_byte(api, worker):
+    """The native API shows a V1 campaign as one group; the wire pages by that group's id
+    exactly as without it, and refuses any other."""
+    v1 = {**BODY, "target_group": [{"customer_id": "a"}, {"customer_id": "b"}]}
+    assert api.post("/api/v1/campaigns", json=v1).status_code == 201
+    worker.drain()
+    [group] = api.get("/api/v1/campaigns/800/send-groups").json()
+    assert group["send_group_id"] == EARLY
+    plain = api.get(PROCESSED, params={"CampaignID": 800})
+    by_group = api.get(PROCESSED, params={"CampaignID": 800, "SendGroupID": EARLY})
+    assert by_group.status_code == 200, by_group.text
+    assert by_group.content == plain.content
+    assert b"SendGroupID" not in plain.content
+    assert api.get(PROCESSED, params={"CampaignID": 800, "SendGroupID": LATE}).status_code == 404

@@ -8,7 +8,13 @@ from typing import Any
 
 import orjson
 
-from clearance.domain import Campaign, format_wire_time, parse_send_group_id
+from clearance.domain import (
+    Campaign,
+    first_template,
+    format_wire_time,
+    parse_send_group_id,
+    send_group_id,
+)
 from clearance.errors import InvalidInput, NotFound
 from clearance.runtime import Runtime
 from clearance.store import GroupApprovalResult
@@ -24,8 +30,10 @@ def grouped_page(
 ) -> bytes | None:
     """The page for a campaign with send groups; None for a V1 campaign (not given a group)."""
     groups = {g.send_group_id: g for g in runtime.store.send_groups(c.campaign_id)}
-    if not groups:
-        if group_id is not None:
+    if not groups:  # V1: one group, the campaign's time and first template (as the native API)
+        if group_id is not None and group_id != send_group_id(
+            first_template(c.channels), c.execute_at
+        ):
             raise NotFound(
                 f"campaign {c.campaign_id} has no send group {group_id!r}", field="SendGroupID"
             )
