@@ -213,3 +213,27 @@ def test_a_v1_campaign_pages_by_its_one_send_group_byte_for_byte(api, worker):
     assert by_group.content == plain.content
     assert b"SendGroupID" not in plain.content
     assert api.get(PROCESSED, params={"CampaignID": 800, "SendGroupID": LATE}).status_code == 404
+
+
+def test_a_csv_upload_places_customers_by_its_send_at_and_template_id_columns(api, worker):
+    """send_at and template_id columns are the customer's send group, not attributes."""
+    draft = {**BODY, "draft": True, "target_group": [{"customer_id": "a"}]}
+    assert api.post("/api/v1/campaigns", json=draft).status_code == 201
+    csv_headers = {"content-type": "text/csv"}
+    url = "/api/v1/campaigns/800/target-group"
+    bad = "customer_id,send_at,template_id,tier\nq,,9,gold\nz,2026-01-01 16:00:00,99,gold\n"
+    assert api.post(url, content=bad, headers=csv_headers).status_code == 400
+    nan = "customer_id,template_id\nq,ten\n"
+    assert api.post(url, content=nan, headers=csv_headers).status_code == 400
+    assert api.get("/api/v1/campaigns/800").json()["counts"]["target"] == 1
+    good = "customer_id,send_at,template_id,tier\nb,2026-01-01 16:00:00,10,gold\nc,,,silver\n"
+    r = api.post(url, content=good, headers=csv_headers)
+    assert r.status_code == 200, r.text
+    assert api.post("/api/v1/campaigns/800/schedule").status_code == 200
+    worker.drain()
+    rows = api.get(PROCESSED, params={"CampaignID": 800, "CustomerAttributes": "tier"})
+    assert [(x["CustomerID"], x["SendGroupID"], x["CustomerAttributes"]) for x in rows.json()] == [
+        ("a", EARLY, [None]),
+        ("b", LATE, ["gold"]),  # send_at and template_id are not attributes
+        ("c", EARLY, ["silver"]),
+    ]
