@@ -65,3 +65,10 @@ def test_charts_escape_and_mark_percentiles() -> None:
     assert "<script>" not in svg and "&lt;script&gt;" in svg
     hist = str(latency_histogram([1.0, 2.0, 3.0, 40.0]))
     assert "p50" in hist and "p99" in hist
+
+
+def test_a_console_target_file_with_send_group_columns_is_refused():
+    """send_at / template_id would be read as attributes (every customer at execute_at)."""
+    for header in ("customer_id,send_at", "customer_id,tier,template_id"):
+        parsed = parse_target_file("t.csv", f"{header}\na,2026-01-01 16:00:00\n".encode())
+        assert not parsed.ok and "send groups" in parsed.errors[0]
