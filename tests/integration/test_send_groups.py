@@ -195,3 +195,27 @@ def test_approvals_racing_the_processing_still_go_to_their_groups(engine, worker
     worker.drain()
     result = engine.approve(c.campaign_id, [("g1c0", True), ("g0c0", True)])
     assert (result.applied, result.deadline_passed) == (1, ["g0c0"])
+
+
+def test_once_every_groups_deadline_passed_any_call_is_a_409_as_for_v1(engine, worker, clock):
+    """A one-group campaign answers as a V1 one after its deadline, even for a call naming only
+    outsiders (or nobody); while a group is open, outsiders are named and nothing refused."""
+    v1 = new_campaign(engine, 2)
+    one = new_grouped_campaign(engine, [(2 * HOUR, 2)])
+    two = new_grouped_campaign(engine, [(2 * HOUR, 2), (3 * HOUR, 2)])
+    worker.drain()
+    clock.advance(minutes=90)  # the V1 and first groups' deadline
+    worker.drain()
+    for calls in ([("nobody", True)], []):
+        with pytest.raises(DeadlinePassed) as a:
+            engine.approve(v1.campaign_id, calls)
+        with pytest.raises(DeadlinePassed) as b:
+            engine.approve(one.campaign_id, calls)
+        assert (
+            a.value.extra["clearance_required_by_text"]
+            == (b.value.extra["clearance_required_by_text"])
+        )
+        assert engine.approve(two.campaign_id, calls).applied == 0  # its second group is open
+    clock.advance(hours=1)
+    with pytest.raises(DeadlinePassed):
+        engine.approve(two.campaign_id, [("nobody", True)])

@@ -193,14 +193,16 @@ class ScheduledService:
         expected: Mapping[str, str] | None = None,
     ) -> GroupApprovalResult:
         """Each entry to its customer's send group; a 409 only when every entry for the target
-        group was refused for its group's deadline (so a one-group campaign answers as a V1 one,
-        outsiders included)."""
+        group was refused for its group's deadline, or when every group's deadline has passed
+        (so a one-group campaign answers as a V1 one, outsiders and empty calls included)."""
         result = self.store.apply_group_approvals(campaign_id, entries, self.now_ms, expected)
         late, outside = len(result.deadline_passed), len(result.not_in_target_group)
-        if late and late + outside == len(entries):
+        every_group_closed = not result.open_groups and not result.send_group_mismatch
+        if (late and late + outside == len(entries)) or every_group_closed:
+            deadlines = result.refused_groups or result.closed_groups
             texts = [
                 format_wire_time(from_ms(int(d)), self.settings.tz)
-                for d in result.refused_groups.values()
+                for d in deadlines.values()
                 if d is not None
             ]
             raise DeadlinePassed(

@@ -23,6 +23,10 @@ class GroupApprovalResult:
     refused_groups: dict[str, int | None] = field(default_factory=dict)  # group → its deadline
     # entries that named a SendGroupID other than their customer's group: refused, never applied
     send_group_mismatch: list[str] = field(default_factory=list)
+    # the groups past their deadline when the call was applied → their deadlines; with none open,
+    # the call is refused whatever it names (as a V1 campaign's after its ClearanceRequiredBy)
+    closed_groups: dict[str, int | None] = field(default_factory=dict)
+    open_groups: int = 0
 
 
 class GroupApprovalStore:
@@ -122,6 +126,8 @@ class GroupApprovalStore:
             deadline_passed=[cid for cid, _ in late],
             refused_groups={g: groups[g][1] for g in sorted(refused)},
             send_group_mismatch=mismatch,
+            closed_groups={g: v[1] for g, v in sorted(groups.items()) if g not in still_open},
+            open_groups=len(still_open),
         )
 
     def page_group_target(
