@@ -3,12 +3,13 @@ each group notified with its own deadline, frozen and executed on its own, and i
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytest
 
 from clearance.domain import State, format_wire_time
-from clearance.errors import DeadlinePassed
+from clearance.errors import ClearanceError, DeadlinePassed
 from clearance.scheduled.worker import Worker
 from tests.helpers import new_campaign, new_grouped_campaign
 
@@ -166,3 +167,55 @@ def test_a_v1_campaign_is_one_group_and_has_no_send_group_rows(engine, worker, s
     assert store.send_groups(c.campaign_id) == []
     [g] = engine.send_groups(c.campaign_id)
     assert (g.target, g.state, g.template_id) == (3, "awaiting", 5040)
+
+
+def test_approvals_racing_the_processing_still_go_to_their_groups(engine, worker, store, clock):
+    """The first approval call comes while the campaign is being processed: the service must
+    not take a V2 campaign for a V1 one (whose one deadline, the first group's, would then
+    refuse every later group's approvals)."""
+    c = three_groups(engine)
+    real = store.send_groups
+    calls = []
+
+    def processed_meanwhile(campaign_id):
+        found = real(campaign_id)
+        if not calls:  # the worker processes the campaign right after this read
+            calls.append(1)
+            worker.drain()
+        return found
+
+    store.send_groups = processed_meanwhile
+    try:
+        with contextlib.suppress(ClearanceError):  # too early or not: it is the next that count
+            engine.approve(c.campaign_id, [("g1c0", True)])
+    finally:
+        store.send_groups = real
+    worker.drain()
+    clock.advance(minutes=90)  # group 0's deadline; groups 1 and 2 are still open
+    worker.drain()
+    result = engine.approve(c.campaign_id, [("g1c0", True), ("g0c0", True)])
+    assert (result.applied, result.deadline_passed) == (1, ["g0c0"])
+
+
+def test_once_every_groups_deadline_passed_any_call_is_a_409_as_for_v1(engine, worker, clock):
+    """A one-group campaign answers as a V1 one after its deadline, even for a call naming only
+    outsiders (or nobody); while a group is open, outsiders are named and nothing refused."""
+    v1 = new_campaign(engine, 2)
+    one = new_grouped_campaign(engine, [(2 * HOUR, 2)])
+    two = new_grouped_campaign(engine, [(2 * HOUR, 2), (3 * HOUR, 2)])
+    worker.drain()
+    clock.advance(minutes=90)  # the V1 and first groups' deadline
+    worker.drain()
+    for calls in ([("nobody", True)], []):
+        with pytest.raises(DeadlinePassed) as a:
+            engine.approve(v1.campaign_id, calls)
+        with pytest.raises(DeadlinePassed) as b:
+            engine.approve(one.campaign_id, calls)
+        assert (
+            a.value.extra["clearance_required_by_text"]
+            == (b.value.extra["clearance_required_by_text"])
+        )
+        assert engine.approve(two.campaign_id, calls).applied == 0  # its second group is open
+    clock.advance(hours=1)
+    with pytest.raises(DeadlinePassed):
+        engine.approve(two.campaign_id, [("nobody", True)])

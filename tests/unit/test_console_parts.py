@@ -82,3 +82,10 @@ def test_csv_cells_never_start_a_formula() -> None:
         7,
         None,
     ]
+
+
+def test_a_console_target_file_with_send_group_columns_is_refused():
+    """send_at / template_id would be read as attributes (every customer at execute_at)."""
+    for header in ("customer_id,send_at", "customer_id,tier,template_id"):
+        parsed = parse_target_file("t.csv", f"{header}\na,2026-01-01 16:00:00\n".encode())
+        assert not parsed.ok and "send groups" in parsed.errors[0]

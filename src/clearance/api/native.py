@@ -379,7 +379,18 @@ async def _read_csv(request: Request, runtime: Runtime) -> list[Any]:
     if not reader.fieldnames or "customer_id" not in reader.fieldnames:
         raise InvalidInput("CSV needs a header row with a customer_id column", field="customer_id")
     out = []
-    for row in reader:
-        cid = row.pop("customer_id")
-        out.append({"customer_id": cid, "attributes": {k: v for k, v in row.items() if k}})
+    for i, row in enumerate(reader):
+        item: dict[str, Any] = {"customer_id": row.pop("customer_id")}
+        # a customer's own send time and template (its send group), not attributes: read as
+        # attributes, every customer went at execute_at with the first template
+        if send_at := (row.pop("send_at", None) or "").strip():
+            item["send_at"] = send_at
+        if template := (row.pop("template_id", None) or "").strip():
+            if not template.isdigit():
+                raise InvalidInput(
+                    f"target_group[{i}].template_id must be an integer", field="template_id"
+                )
+            item["template_id"] = int(template)
+        item["attributes"] = {k: v for k, v in row.items() if k}
+        out.append(item)
     return out

@@ -19,7 +19,7 @@ from clearance.api.deps import runtime_of
 from clearance.api.pages import processed_page
 from clearance.api.ratelimit import LoginThrottle
 from clearance.api.responses import JSON
-from clearance.api.wire_groups import approval_reply, grouped_page
+from clearance.api.wire_groups import approval_reply, grouped_page, named_groups
 from clearance.channels import send_id
 from clearance.clock import from_ms
 from clearance.domain import (
@@ -269,7 +269,10 @@ async def update_promotion_status(request: Request, runtime: Runtime, who: Princ
     # DEL; a body with neither cannot carry one, and the ids need no scan for them.
     raw = await request.body()  # already read: Starlette keeps it
     entries = _promotion_entries(updates, control_possible=b"\\" in raw or b"\x7f" in raw)
-    result = await run_in_threadpool(runtime.scheduled.approve, campaign_id, entries, who.name)
+    expected = named_groups(body, updates) if b"SendGroupID" in raw else None
+    result = await run_in_threadpool(
+        runtime.scheduled.approve, campaign_id, entries, expected, who.name
+    )
     return _ok(approval_reply(result))
 
 

@@ -8,8 +8,14 @@ from typing import Any
 
 import orjson
 
-from clearance.domain import Campaign, format_wire_time, parse_send_group_id
-from clearance.errors import NotFound
+from clearance.domain import (
+    Campaign,
+    first_template,
+    format_wire_time,
+    parse_send_group_id,
+    send_group_id,
+)
+from clearance.errors import InvalidInput, NotFound
 from clearance.runtime import Runtime
 from clearance.store import GroupApprovalResult
 
@@ -24,8 +30,10 @@ def grouped_page(
 ) -> bytes | None:
     """The page for a campaign with send groups; None for a V1 campaign (not given a group)."""
     groups = {g.send_group_id: g for g in runtime.store.send_groups(c.campaign_id)}
-    if not groups:
-        if group_id is not None:
+    if not groups:  # V1: one group, the campaign's time and first template (as the native API)
+        if group_id is not None and group_id != send_group_id(
+            first_template(c.channels), c.execute_at
+        ):
             raise NotFound(
                 f"campaign {c.campaign_id} has no send group {group_id!r}", field="SendGroupID"
             )
@@ -61,4 +69,24 @@ def approval_reply(result: Any) -> dict[str, Any]:
     reply = {"Applied": result.applied, "NotInTargetGroup": result.not_in_target_group}
     if isinstance(result, GroupApprovalResult):
         reply["DeadlinePassed"] = result.deadline_passed
+        if result.send_group_mismatch:
+            reply["SendGroupMismatch"] = result.send_group_mismatch
     return reply
+
+
+def named_groups(body: dict[str, Any], updates: list[Any]) -> dict[str, str]:
+    """The SendGroupID each approval names (customer → group): an entry's own, else the call's.
+    An entry approved for one group must never apply to a customer of another."""
+    default = body.get("SendGroupID")
+    out: dict[str, str] = {}
+    for i, entry in enumerate(updates):
+        gid = entry.get("SendGroupID", default)
+        if gid is None:
+            continue
+        if not isinstance(gid, str) or not gid:
+            raise InvalidInput(
+                f"PromosUpdated[{i}].SendGroupID must be a send group id",
+                field=f"PromosUpdated[{i}].SendGroupID",
+            )
+        out[str(entry["CustomerID"])] = gid
+    return out

@@ -98,6 +98,13 @@ def parse_target_file(name: str, data: bytes) -> TargetFile:
         if not reader.fieldnames or "customer_id" not in reader.fieldnames:
             out.error("line 1: the header needs a customer_id column")
             return out
+        grouped = sorted({"send_at", "template_id"} & set(reader.fieldnames))
+        if grouped:  # read as attributes, every customer would go at execute_at: refuse
+            out.error(
+                f"line 1: columns {grouped} (send groups) are not supported by the console's "
+                "target file; upload it through the API (POST .../target-group)"
+            )
+            return out
         for n, row in enumerate(reader, start=2):
             if None in row:
                 out.error(f"line {n}: more cells than the header has columns")

@@ -3,7 +3,7 @@ approve. Rules in `domain`, I/O in `store`; the worker takes the timed steps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -14,7 +14,9 @@ from clearance.domain import (
     Campaign,
     EventType,
     State,
+    first_template,
     format_wire_time,
+    send_group_id,
 )
 from clearance.errors import ClearanceError, Conflict, DeadlinePassed, InvalidInput
 from clearance.metrics import Metrics
@@ -55,12 +57,16 @@ class ScheduledService:
                 "past: move execute_at later or shorten clearance_lead_seconds",
                 field="execute_at",
             )
-        for when in send_times:  # each send group's own deadline
+        # each send group's own deadline, which must still be ahead when the campaign is
+        # processed (its EventTypeID 5 goes then): one already past could reach nobody
+        processed = max(self.clock.now(), c.process_at or self.clock.now())
+        for when in send_times:
             group_crb = when - (c.execute_at - crb)
-            if group_crb <= self.clock.now():
+            if group_crb <= processed:
+                why = "already past" if processed == self.clock.now() else "before process_at"
                 raise InvalidInput(
                     f"a send group's ClearanceRequiredBy would be "
-                    f"{format_wire_time(group_crb, self.settings.tz)}, already past: move its "
+                    f"{format_wire_time(group_crb, self.settings.tz)}, {why}: move its "
                     "send_at later",
                     field="send_at",
                 )
@@ -87,11 +93,10 @@ class ScheduledService:
 
     def _has_groups(self, campaign_id: int) -> bool:
         known = self._grouped.get(campaign_id)
-        if known is None:
-            if self.store.send_groups(campaign_id):
-                known = self._grouped[campaign_id] = True
-            elif self.store.get_campaign(campaign_id).processed_at is not None:
-                known = self._grouped[campaign_id] = False  # processed without groups: V1
+        # processed_at first: a campaign's groups commit with it, so once it is seen the groups
+        # are too (read the other way round, a processing in between cached a V2 campaign as V1)
+        if known is None and self.store.get_campaign(campaign_id).processed_at is not None:
+            known = self._grouped[campaign_id] = bool(self.store.send_groups(campaign_id))
         return bool(known)
 
     def cancel(self, campaign_id: int) -> Campaign:
@@ -113,10 +118,15 @@ class ScheduledService:
         return self.store.get_campaign(campaign_id)
 
     def approve(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]], by: str | None = None
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        expected: Mapping[str, str] | None = None,
+        by: str | None = None,
     ) -> ApprovalResult | GroupApprovalResult:
-        """Apply a call's entries; `by` (the key or user) is recorded with the time they were
-        stored with, for "Why not?"."""
+        """Apply approvals. `expected`: the SendGroupID each entry named (customer → group);
+        an entry whose customer is in another group is refused, never applied. `by` (the key or
+        user) is recorded with the time the entries were stored with, for "Why not?"."""
         if len(entries) > MAX_APPROVALS_PER_CALL:
             raise InvalidInput(
                 f"PromosUpdated has {len(entries)} entries; at most {MAX_APPROVALS_PER_CALL} "
@@ -135,9 +145,10 @@ class ScheduledService:
         try:
             if self._has_groups(campaign_id):
                 result: ApprovalResult | GroupApprovalResult = self._approve_groups(
-                    campaign_id, entries, clock
+                    campaign_id, entries, clock, expected
                 )
             else:
+                self._check_v1_group(campaign_id, expected)
                 result = self._approve(campaign_id, entries, clock)
         except ClearanceError:
             self.metrics.approvals.labels("refused").inc(len(entries))
@@ -173,18 +184,38 @@ class ScheduledService:
                 clearance_required_by_text=text,
             ) from exc
 
+    def _check_v1_group(self, campaign_id: int, expected: Mapping[str, str] | None) -> None:
+        """A campaign without send groups is its one group: any other SendGroupID named in a
+        call refuses the whole call (nothing applied)."""
+        if not expected:
+            return
+        c = self.store.get_campaign(campaign_id)
+        own = send_group_id(first_template(c.channels), c.execute_at)
+        wrong = sorted({g for g in expected.values() if g != own})
+        if wrong:
+            raise InvalidInput(
+                f"campaign {campaign_id} has no send group {wrong[0]!r}; nothing was applied",
+                field="SendGroupID",
+            )
+
     def _approve_groups(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]], clock: Callable[[], int]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        clock: Callable[[], int],
+        expected: Mapping[str, str] | None = None,
     ) -> GroupApprovalResult:
         """Each entry to its customer's send group; a 409 only when every entry for the target
-        group was refused for its group's deadline (so a one-group campaign answers as a V1 one,
-        outsiders included)."""
-        result = self.store.apply_group_approvals(campaign_id, entries, clock)
+        group was refused for its group's deadline, or when every group's deadline has passed
+        (so a one-group campaign answers as a V1 one, outsiders and empty calls included)."""
+        result = self.store.apply_group_approvals(campaign_id, entries, clock, expected)
         late, outside = len(result.deadline_passed), len(result.not_in_target_group)
-        if late and late + outside == len(entries):
+        every_group_closed = not result.open_groups and not result.send_group_mismatch
+        if (late and late + outside == len(entries)) or every_group_closed:
+            deadlines = result.refused_groups or result.closed_groups
             texts = [
                 format_wire_time(from_ms(int(d)), self.settings.tz)
-                for d in result.refused_groups.values()
+                for d in deadlines.values()
                 if d is not None
             ]
             raise DeadlinePassed(
@@ -193,5 +224,6 @@ class ScheduledService:
                 field="CampaignID",
                 clearance_required_by_text=texts[0] if texts else None,
             )
-        self.metrics.approvals.labels("refused").inc(len(result.deadline_passed))
+        refused = len(result.deadline_passed) + len(result.send_group_mismatch)
+        self.metrics.approvals.labels("refused").inc(refused)
         return result

@@ -3,7 +3,7 @@ customer's group, and a group past its ClearanceRequiredBy refuses its entries o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,13 +21,23 @@ class GroupApprovalResult:
     not_in_target_group: list[str] = field(default_factory=list)
     deadline_passed: list[str] = field(default_factory=list)  # entries of frozen groups
     refused_groups: dict[str, int | None] = field(default_factory=dict)  # group → its deadline
+    # entries that named a SendGroupID other than their customer's group: refused, never applied
+    send_group_mismatch: list[str] = field(default_factory=list)
+    # the groups past their deadline when the call was applied → their deadlines; with none open,
+    # the call is refused whatever it names (as a V1 campaign's after its ClearanceRequiredBy)
+    closed_groups: dict[str, int | None] = field(default_factory=dict)
+    open_groups: int = 0
 
 
 class GroupApprovalStore:
     db: Database
 
     def apply_group_approvals(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]], now_ms: Callable[[], int]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        now_ms: Callable[[], int],
+        expected: Mapping[str, str] | None = None,
     ) -> GroupApprovalResult:
         """Apply each entry to its customer's group: entries for a group whose deadline has
         passed are refused (named in the result), the rest apply atomically against their
@@ -71,6 +81,14 @@ class GroupApprovalStore:
                 "listeners are notified"
             )
         missing = [cid for cid in ids if cid not in group_of]
+        mismatch = [
+            cid
+            for cid in ids
+            if cid in group_of and group_of[cid] != (expected or {}).get(cid, group_of[cid])
+        ]
+        if mismatch:  # approved for another send time or template than the customer's: refuse
+            wrong = set(mismatch)
+            entries = [e for e in entries if e[0] not in wrong]
         early = now_ms()
 
         def is_open(gid: str, now: int) -> bool:
@@ -107,6 +125,9 @@ class GroupApprovalStore:
             not_in_target_group=missing,
             deadline_passed=[cid for cid, _ in late],
             refused_groups={g: groups[g][1] for g in sorted(refused)},
+            send_group_mismatch=mismatch,
+            closed_groups={g: v[1] for g, v in sorted(groups.items()) if g not in still_open},
+            open_groups=len(still_open),
         )
 
     def page_group_target(
