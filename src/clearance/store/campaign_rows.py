@@ -3,13 +3,14 @@ sql/campaign.sql), and its channels as the JSON column stores them."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from clearance.clock import from_ms
-from clearance.domain import Campaign, ChannelRef, State, Template
+from clearance.domain import Campaign, ChannelRef, Reason, State, Template
 from clearance.store.db import Tx
 
 # (customer id, attributes JSON[, send group id]): a V1 row, or one placed in a send group
@@ -93,3 +94,23 @@ def undelivered_seqs(tx: Tx, campaign_id: int) -> set[int]:
             )
         )
     return pending
+
+
+def check_key_order(rows: Sequence[Sequence[Any]], after_seq: int) -> None:
+    """A bulk read of the target group must come back in key order, every key past `after_seq`
+    (a page is resumed from its last key, and PromoCodes follow the key): an aggregate's order is
+    not something SQL promises, so a read out of order is refused rather than served."""
+    seqs = list(map(operator.itemgetter(0), rows))
+    if seqs and (seqs[0] <= after_seq or not all(map(operator.lt, seqs, seqs[1:]))):
+        raise RuntimeError(f"bulk read of the target group out of key order after {after_seq}")
+
+
+def exclusion_reason(state: State, approval: Any, late: bool) -> str:
+    """Why a customer got no send; the most specific reason wins."""
+    if state == State.CANCELED:
+        return Reason.CAMPAIGN_CANCELED
+    if approval is not None and not approval:
+        return Reason.REFUSED
+    if late:
+        return Reason.APPROVED_LATE
+    return Reason.NOT_APPROVED

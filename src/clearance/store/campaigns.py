@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -17,6 +16,8 @@ from clearance.store.campaign_rows import (
     TargetRows,
     campaign_from_row,
     channels_json,
+    check_key_order,
+    exclusion_reason,
     undelivered_seqs,
 )
 from clearance.store.db import Database, Tx
@@ -256,7 +257,7 @@ class CampaignStore:
                 )
             if not rows:
                 return
-            _check_key_order(rows, after)
+            check_key_order(rows, after)
             yield [r[1] for r in rows]
             after = int(rows[-1][0])
 
@@ -270,7 +271,7 @@ class CampaignStore:
                 "FROM target_customers WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (campaign_id, after_seq, limit),
             )
-        _check_key_order(rows, after_seq)
+        check_key_order(rows, after_seq)
         return rows
 
     def counts(self, campaign_id: int) -> dict[str, int]:
@@ -388,23 +389,3 @@ class CampaignStore:
                 (campaign_id, offset, limit),
             )
         return [(int(r[0]), r[1]) for r in rows]
-
-
-def _check_key_order(rows: Sequence[Sequence[Any]], after_seq: int) -> None:
-    """A bulk read of the target group must come back in key order, every key past `after_seq`
-    (a page is resumed from its last key, and PromoCodes follow the key): an aggregate's order is
-    not something SQL promises, so a read out of order is refused rather than served."""
-    seqs = list(map(operator.itemgetter(0), rows))
-    if seqs and (seqs[0] <= after_seq or not all(map(operator.lt, seqs, seqs[1:]))):
-        raise RuntimeError(f"bulk read of the target group out of key order after {after_seq}")
-
-
-def exclusion_reason(state: State, approval: Any, late: bool) -> str:
-    """Why a customer got no send; the most specific reason wins."""
-    if state == State.CANCELED:
-        return Reason.CAMPAIGN_CANCELED
-    if approval is not None and not approval:
-        return Reason.REFUSED
-    if late:
-        return Reason.APPROVED_LATE
-    return Reason.NOT_APPROVED

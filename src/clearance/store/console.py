@@ -12,14 +12,13 @@ import orjson
 
 from clearance.domain import State
 from clearance.store.access import hash_key
-from clearance.store.campaign_rows import campaign_from_row, undelivered_seqs
+from clearance.store.campaign_rows import campaign_from_row, exclusion_reason, undelivered_seqs
 from clearance.store.campaigns import (
     _HAS_SEND,
     _IN_UNDELIVERED_BATCH,
     LATEST_APPROVALS,
     LATEST_AT,
     LATEST_STATUS,
-    exclusion_reason,
 )
 from clearance.store.db import Database
 from clearance.store.queries import query
