@@ -140,7 +140,8 @@ class Model:
     def expected_outcomes(self) -> dict[str, tuple[str, str | None]]:
         out: dict[str, tuple[str, str | None]] = {}
         for c in self.customers:
-            ran = bool(self.offsets) and self.groups[self.group_of(c)] == "executed"
+            # a grouped campaign canceled before processing has no groups: nobody was sent
+            ran = bool(self.offsets and self.groups) and self.groups[self.group_of(c)] == "executed"
             kept = ran and (not self.conditional or bool(self.final_word(c)))
             if self.state == "canceled" and not kept:
                 out[c] = ("excluded", "campaign_canceled")
