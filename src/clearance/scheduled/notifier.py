@@ -207,3 +207,18 @@ class Notifier:
 
     def close(self) -> None:
         """Nothing of its own to close: the transport is the settings' (shared)."""
+
+
+def executed_notifications(
+    store: Store, c: Campaign, now: datetime, settings: Settings
+) -> list[Notification]:
+    """A campaign's notifications once it is executed: EventTypeID 13 per channel, then 1."""
+    expires = now + timedelta(seconds=settings.notification_ttl_seconds)
+    notes: list[Notification] = []
+    for ch in c.channels:
+        notes += build_notifications(
+            store, EventType.CHANNEL_EXECUTED, c, now, expires, settings, channel_id=ch.id
+        )
+    return notes + build_notifications(
+        store, EventType.CAMPAIGN_PROCESSED, c, now, expires, settings
+    )

@@ -24,7 +24,7 @@ from clearance.domain import (
 from clearance.scheduled.deadline import deadline_for
 from clearance.scheduled.executor import Executor, RetryLater
 from clearance.scheduled.heads_up import heads_up_notes
-from clearance.scheduled.notifier import build_notifications
+from clearance.scheduled.notifier import build_notifications, executed_notifications
 from clearance.store import LeaseLost, Notification, Store
 
 log = logging.getLogger("clearance.worker")
@@ -132,18 +132,4 @@ class GroupSteps:
 
     def _final_notes(self, c: Campaign, now: datetime) -> list[Notification]:
         """The campaign's own notifications once its last group is executed (as a V1's)."""
-        expires = now + timedelta(seconds=self.settings.notification_ttl_seconds)
-        notes: list[Notification] = []
-        for ch in c.channels:
-            notes += build_notifications(
-                self.store,
-                EventType.CHANNEL_EXECUTED,
-                c,
-                now,
-                expires,
-                self.settings,
-                channel_id=ch.id,
-            )
-        return notes + build_notifications(
-            self.store, EventType.CAMPAIGN_PROCESSED, c, now, expires, self.settings
-        )
+        return executed_notifications(self.store, c, now, self.settings)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from datetime import timedelta
 
 from clearance.channels.outbox import TriggeredOutbox
 from clearance.clock import Clock, to_ms
@@ -22,9 +21,9 @@ from clearance.metrics import Metrics
 from clearance.scheduled.deadline import deadline_for
 from clearance.scheduled.executor import Executor, RetryLater
 from clearance.scheduled.heads_up import HEADS_UP_EVENT, HeadsUp, heads_up_notes
-from clearance.scheduled.notifier import Notifier, build_notifications
+from clearance.scheduled.notifier import Notifier, build_notifications, executed_notifications
 from clearance.scheduled.send_groups import GroupSteps
-from clearance.store import LeaseLost, Notification, Store
+from clearance.store import LeaseLost, Store
 
 log = logging.getLogger("clearance.worker")
 
@@ -205,21 +204,7 @@ class Worker:
             return
         self.executor.execute(c, self.worker_id)
         now = self.clock.now()
-        expires = now + timedelta(seconds=self.settings.notification_ttl_seconds)
-        notes: list[Notification] = []
-        for ch in c.channels:
-            notes += build_notifications(
-                self.store,
-                EventType.CHANNEL_EXECUTED,
-                c,
-                now,
-                expires,
-                self.settings,
-                channel_id=ch.id,
-            )
-        notes += build_notifications(
-            self.store, EventType.CAMPAIGN_PROCESSED, c, now, expires, self.settings
-        )
+        notes = executed_notifications(self.store, c, now, self.settings)
         self.store.transition(
             c.campaign_id,
             self.worker_id,
