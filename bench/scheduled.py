@@ -460,7 +460,7 @@ def approve_all(
 
 # --- raw approval baselines: the same rows, the same order, the same table shape ----------------
 RAW_TABLE = "bench_raw_approvals"
-RAW_COLUMNS = ("campaign_id", "customer_id", "status", "at")
+RAW_COLUMNS = ("campaign_id", "seq", "customer_id", "status", "at")
 # Tried in turn; per pass, the faster route counts. SQLite: executemany, or one statement over a
 # JSON array (json_each, the route the engine's approvals take). PostgreSQL: COPY with psycopg's
 # write_row per row, or one pre-built COPY text buffer (the engine's route).
@@ -474,12 +474,10 @@ def make_raw_table(kind: str, url: str) -> None:
     run_sql(
         kind,
         url,
-        f"CREATE TABLE {RAW_TABLE} (campaign_id BIGINT NOT NULL, customer_id TEXT NOT NULL, "
-        "status BOOLEAN NOT NULL, at BIGINT NOT NULL)",
+        f"CREATE TABLE {RAW_TABLE} (campaign_id BIGINT NOT NULL, seq BIGINT NOT NULL, "
+        "customer_id TEXT NOT NULL, status BOOLEAN NOT NULL, at BIGINT NOT NULL)",
     )
-    run_sql(
-        kind, url, f"CREATE INDEX {RAW_TABLE}_latest ON {RAW_TABLE} (campaign_id, customer_id, at)"
-    )
+    run_sql(kind, url, f"CREATE INDEX {RAW_TABLE}_latest ON {RAW_TABLE} (campaign_id, seq, at)")
 
 
 def raw_insert(kind: str, url: str, rows: list[tuple[Any, ...]], route: str) -> float:
@@ -512,7 +510,9 @@ def raw_insert(kind: str, url: str, rows: list[tuple[Any, ...]], route: str) -> 
             conn.close()
     text = ""
     if route == "text":  # the ids hold no character COPY's text format would need escaped
-        text = "".join(f"{c}\t{cid}\t{'t' if s else 'f'}\t{at}\n" for c, cid, s, at in rows)
+        text = "".join(
+            f"{c}\t{seq}\t{cid}\t{'t' if s else 'f'}\t{at}\n" for c, seq, cid, s, at in rows
+        )
     with psycopg.connect(url) as conn:
         started = time.perf_counter()
         with (
@@ -529,18 +529,24 @@ def raw_insert(kind: str, url: str, rows: list[tuple[Any, ...]], route: str) -> 
 
 
 def raw_passes(
-    kind: str, url: str, campaign_id: int, passes: list[list[tuple[str, bool]]], tries: int
+    kind: str,
+    url: str,
+    campaign_id: int,
+    passes: list[list[tuple[str, bool]]],
+    tries: int,
+    order: list[str],
 ) -> list[dict[str, Any]]:
     """The engine's passes again, straight into a table shaped like `approvals`: each try a fresh
     table and every pass in order (so a later pass lands on what the earlier ones left, as the
     engine's do). Routes alternate between tries; per pass the fastest try counts."""
     samples: list[list[tuple[float, str, tuple[float, float, float]]]] = [[] for _ in passes]
+    seq = {cid: i + 1 for i, cid in enumerate(order)}  # each customer's position, as uploaded
     for t in range(tries):
         for route in RAW_ROUTES[kind]:  # every route each try: the better one always measured
             make_raw_table(kind, url)
             for p, entries in enumerate(passes):
                 now_ms = int(time.time() * 1000)
-                rows = [(campaign_id, cid, status, now_ms) for cid, status in entries]
+                rows = [(campaign_id, seq[cid], cid, status, now_ms) for cid, status in entries]
                 seconds = raw_insert(kind, url, rows, route)
                 samples[p].append((seconds, route, os.getloadavg()))
                 say(
@@ -766,7 +772,7 @@ def run_campaign(
         )
     if args.raw_tries:
         say(f"  raw baseline: the same passes, {args.raw_tries} tries of each route")
-        raws = raw_passes(kind, url, campaign_id + 10_000_000, passes, args.raw_tries)
+        raws = raw_passes(kind, url, campaign_id + 10_000_000, passes, args.raw_tries, order)
         for run, raw in zip(out["approvals"], raws, strict=True):
             run["raw"] = raw
             run["ratio"] = run["rows_per_s"] / raw["rows_per_s"]

@@ -326,7 +326,8 @@ def test_membership_from_memory_and_from_the_database_agree(engine, worker, stor
     assert index is not None and len(index) == 50
     members, missing = index.split(entries)
     assert missing == ["c51", "c54", "c57", "nobody"]
-    assert [cid for cid, _ in members] == [f"c{i}" for i in range(0, 50, 3)]
+    # each member placed at its position in the target group (uploaded c0, c1, ... as seq 1, 2, ...)
+    assert members == [(i + 1, f"c{i}", i % 2 == 0) for i in range(0, 50, 3)]
     via_db = store.apply_approvals(c.campaign_id, entries, engine.now_ms)
     via_memory = store.apply_approvals(c.campaign_id, entries, engine.now_ms, index.split)
     assert via_db == via_memory

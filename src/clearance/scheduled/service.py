@@ -136,31 +136,28 @@ class ScheduledService:
         deduped = dict(entries)  # the last word on a customer within one call wins
         if len(deduped) < len(entries):
             entries = list(deduped.items())
-        stored_at: list[int] = []
-
-        def clock() -> int:  # the time the entries are stored with, read in their transaction
-            stored_at.append(self.now_ms())
-            return stored_at[-1]
-
+        clock = self.now_ms  # read in the entries' transaction: the time they are stored with
         try:
             if self._has_groups(campaign_id):
                 result: ApprovalResult | GroupApprovalResult = self._approve_groups(
-                    campaign_id, entries, clock, expected
+                    campaign_id, entries, clock, expected, by
                 )
             else:
                 self._check_v1_group(campaign_id, expected)
-                result = self._approve(campaign_id, entries, clock)
+                result = self._approve(campaign_id, entries, clock, by)
         except ClearanceError:
             self.metrics.approvals.labels("refused").inc(len(entries))
             raise
-        if by is not None and result.applied and stored_at:
-            self.store.record_approval_call(campaign_id, stored_at[-1], by, result.applied)
         self.metrics.approvals.labels("accepted").inc(result.applied)
         self.metrics.approvals.labels("not_in_target_group").inc(len(result.not_in_target_group))
         return result
 
     def _approve(
-        self, campaign_id: int, entries: Sequence[tuple[str, bool]], clock: Callable[[], int]
+        self,
+        campaign_id: int,
+        entries: Sequence[tuple[str, bool]],
+        clock: Callable[[], int],
+        by: str | None = None,
     ) -> ApprovalResult:
         try:
             assert self.membership is not None
@@ -171,6 +168,7 @@ class ScheduledService:
                 clock,
                 index.split if index is not None else None,
                 refuse_early=self.now_ms,
+                by=by,
             )
         except DeadlinePassed as exc:
             deadline = exc.extra.get("clearance_required_by")
@@ -204,11 +202,12 @@ class ScheduledService:
         entries: Sequence[tuple[str, bool]],
         clock: Callable[[], int],
         expected: Mapping[str, str] | None = None,
+        by: str | None = None,
     ) -> GroupApprovalResult:
         """Each entry to its customer's send group; a 409 only when every entry for the target
         group was refused for its group's deadline, or when every group's deadline has passed
         (so a one-group campaign answers as a V1 one, outsiders and empty calls included)."""
-        result = self.store.apply_group_approvals(campaign_id, entries, clock, expected)
+        result = self.store.apply_group_approvals(campaign_id, entries, clock, expected, by)
         late, outside = len(result.deadline_passed), len(result.not_in_target_group)
         every_group_closed = not result.open_groups and not result.send_group_mismatch
         if (late and late + outside == len(entries)) or every_group_closed:

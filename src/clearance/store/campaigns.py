@@ -11,6 +11,7 @@ import orjson
 from clearance.clock import from_ms, to_ms
 from clearance.domain import Campaign, Reason, State
 from clearance.errors import Conflict, DeadlinePassed, InvalidInput, NotFound
+from clearance.store.approval_calls import record_approval_call
 from clearance.store.campaign_rows import (
     SAME_GROUP,
     TargetRows,
@@ -31,7 +32,9 @@ FREEZE_APPROVALS = query("freeze_approvals", latest_approvals=LATEST_APPROVALS)
 
 
 APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
-SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[tuple[str, bool]], list[str]]]
+# An approval at its customer's position in the target group: (seq, customer_id, status).
+Placed = tuple[int, str, bool]
+SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[Placed], list[str]]]
 
 
 @dataclass
@@ -167,6 +170,7 @@ class CampaignStore:
         now_ms: Callable[[], int],
         split_members: SplitMembers | None = None,
         refuse_early: Callable[[], int] | None = None,
+        by: str | None = None,
     ) -> ApprovalResult:
         """Apply approvals atomically against the deadline.
 
@@ -210,7 +214,7 @@ class CampaignStore:
                 if split_members is not None:  # membership known in memory: a plain bulk insert
                     missing: list[str] = []
 
-                    def members() -> Iterator[Sequence[tuple[str, bool]]]:
+                    def members() -> Iterator[Sequence[Placed]]:
                         # a chunk at a time, so the database stores one while the next is split
                         for lo in range(0, len(entries), APPROVAL_CHUNK):
                             chunk, outside = split_members(entries[lo : lo + APPROVAL_CHUNK])
@@ -218,12 +222,15 @@ class CampaignStore:
                             yield chunk
 
                     applied = tx.append_approvals(campaign_id, members(), now)
-                    return ApprovalResult(applied=applied, not_in_target_group=missing)
-                matched = tx.insert_approvals(campaign_id, entries, now)
-                missing = []
-                if matched < len(entries):
-                    missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
-                return ApprovalResult(applied=matched, not_in_target_group=missing)
+                else:
+                    applied = tx.insert_approvals(campaign_id, entries, now)
+                    if applied < len(entries):
+                        missing = tx.missing_customers(campaign_id, [cid for cid, _ in entries])
+                    else:
+                        missing = []
+                if by is not None and applied:
+                    record_approval_call(tx, campaign_id, now, by, applied)
+                return ApprovalResult(applied=applied, not_in_target_group=missing)
         self._refuse_late(campaign_id, entries, now, deadline)
 
     def _refuse_late(
@@ -247,6 +254,13 @@ class CampaignStore:
     # --- reading the target group ---------------------------------------------------------------
     def iter_target_ids(self, campaign_id: int, page: int = 100_000) -> Iterator[list[str]]:
         """Every customer id of the target group, a page at a time, by key."""
+        for rows in self.iter_target_rows(campaign_id, page):
+            yield [r[1] for r in rows]
+
+    def iter_target_rows(
+        self, campaign_id: int, page: int = 100_000
+    ) -> Iterator[list[Sequence[Any]]]:
+        """Every (seq, customer_id) of the target group, a page at a time, by key."""
         after = 0
         while True:
             with self.db.reader() as tx:
@@ -258,7 +272,7 @@ class CampaignStore:
             if not rows:
                 return
             check_key_order(rows, after)
-            yield [r[1] for r in rows]
+            yield rows
             after = int(rows[-1][0])
 
     def page_target(

@@ -61,12 +61,16 @@ class Tx(abc.ABC):
         """Bulk insert through the backend's fastest route."""
 
     def append_approvals(
-        self, campaign_id: int, chunks: Iterable[Sequence[tuple[str, bool]]], at_ms: int
+        self, campaign_id: int, chunks: Iterable[Sequence[tuple[int, str, bool]]], at_ms: int
     ) -> int:
-        """Append approvals already known to be for target-group members, arriving in chunks (a
-        backend may store one while the next is prepared); return how many were appended."""
-        rows = [(campaign_id, cid, status, at_ms) for chunk in chunks for cid, status in chunk]
-        self.copy_rows("approvals", ("campaign_id", "customer_id", "status", "at"), rows)
+        """Append approvals already placed at their customers' positions in the target group,
+        as (seq, customer_id, status), arriving in chunks (a backend may store one while the
+        next is prepared); return how many were appended."""
+        rows = [
+            (campaign_id, seq, cid, status, at_ms) for chunk in chunks for seq, cid, status in chunk
+        ]
+        rows.sort(key=lambda r: r[1])  # in index order: the commit then writes each page once
+        self.copy_rows("approvals", ("campaign_id", "seq", "customer_id", "status", "at"), rows)
         return len(rows)
 
     @abc.abstractmethod

@@ -9,6 +9,7 @@ from typing import Any
 
 from clearance.domain import GroupState, State
 from clearance.errors import Conflict
+from clearance.store.approval_calls import record_approval_call
 from clearance.store.campaigns import LATEST_STATUS
 from clearance.store.db import Database
 
@@ -38,6 +39,7 @@ class GroupApprovalStore:
         entries: Sequence[tuple[str, bool]],
         now_ms: Callable[[], int],
         expected: Mapping[str, str] | None = None,
+        by: str | None = None,
     ) -> GroupApprovalResult:
         """Apply each entry to its customer's group: entries for a group whose deadline has
         passed are refused (named in the result), the rest apply atomically against their
@@ -112,6 +114,8 @@ class GroupApprovalStore:
                 apply = [e for e in entries if group_of.get(e[0]) in still_open]
                 if apply:
                     applied = tx.insert_approvals(campaign_id, apply, now)
+                if by is not None and applied:
+                    record_approval_call(tx, campaign_id, now, by, applied)
         else:
             still_open = set()
         late = [e for e in entries if e[0] in group_of and group_of[e[0]] not in still_open]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import select
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import compress
 from typing import Any
 
 import psycopg
@@ -17,7 +16,7 @@ from clearance.store.queries import query
 
 _SQL_CACHE: dict[str, str] = {}
 # Characters COPY's text format gives a meaning to: the escape, the delimiter, line ends.
-_COPY_APPROVALS = "COPY approvals (customer_id, status, campaign_id, at) FROM STDIN"
+_COPY_APPROVALS = "COPY approvals (seq, customer_id, status, campaign_id, at) FROM STDIN"
 _COPY_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
 
 
@@ -26,23 +25,19 @@ def _copy_text(value: str) -> str:
     return value.translate(_COPY_ESCAPES)
 
 
-def _approvals_text(entries: Sequence[tuple[str, bool]], tail: str) -> str:
-    """Rows `customer_id, status` + `tail` (the fields common to all) in COPY's text format."""
-    ids = [cid for cid, _ in entries]
-    flags = [status for _, status in entries]
-    approved = ids if all(flags) else list(compress(ids, flags))
-    refused = [cid for cid, status in entries if not status] if approved is not ids else []
+def _approvals_text(entries: Sequence[tuple[int, str, bool]], tail: str) -> str:
+    """Rows `seq, customer_id, status` + `tail` (the fields common to all) in COPY's text
+    format."""
     text = "".join(
-        end.join(group) + end
-        for group, end in ((approved, "\tt" + tail), (refused, "\tf" + tail))
-        if group
+        [f"{int(seq)}\t{cid}\t{'t' if status else 'f'}{tail}" for seq, cid, status in entries]
     )
     # Ids hold no control characters (the API refuses them), so no field needs escaping;
     # should one hold a character COPY's text format reads as syntax, escape every field.
-    n = len(ids)
-    if text.count("\n") != n or text.count("\t") != 3 * n or "\\" in text or "\r" in text:
+    n = len(entries)
+    if text.count("\n") != n or text.count("\t") != 4 * n or "\\" in text or "\r" in text:
         text = "".join(
-            f"{_copy_text(cid)}\t{'t' if status else 'f'}{tail}" for cid, status in entries
+            f"{int(seq)}\t{_copy_text(cid)}\t{'t' if status else 'f'}{tail}"
+            for seq, cid, status in entries
         )
     return text
 
@@ -92,7 +87,7 @@ class PostgresTx(Tx):
             raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
     def append_approvals(
-        self, campaign_id: int, chunks: Iterable[Sequence[tuple[str, bool]]], at_ms: int
+        self, campaign_id: int, chunks: Iterable[Sequence[tuple[int, str, bool]]], at_ms: int
     ) -> int:
         # COPY text built a chunk at a time and written in one piece: psycopg's write_row costs
         # more per row than the server does to store it, and the server stores each chunk while

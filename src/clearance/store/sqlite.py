@@ -71,7 +71,7 @@ class SQLiteTx(Tx):
     ) -> int:
         return self.conn.executemany(
             query("insert_approvals.sqlite"),
-            [(campaign_id, cid, status, at_ms, campaign_id, cid) for cid, status in entries],
+            [(status, at_ms, campaign_id, cid) for cid, status in entries],
         ).rowcount
 
     def missing_customers(self, campaign_id: int, customer_ids: Sequence[str]) -> list[str]:

@@ -4,4 +4,4 @@
 UPDATE target_customers AS t SET approval = {latest_status}, approval_at = {latest_at}
 WHERE t.campaign_id = ? AND t.send_group_id = ?
     AND EXISTS (SELECT 1 FROM approvals a WHERE a.campaign_id = t.campaign_id
-        AND a.customer_id = t.customer_id)
+        AND a.seq = t.seq AND a.customer_id = t.customer_id)
