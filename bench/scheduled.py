@@ -490,15 +490,23 @@ def raw_insert(kind: str, url: str, rows: list[tuple[Any, ...]], route: str) -> 
             conn.execute("PRAGMA synchronous = FULL")  # as the engine's connections
             conn.execute("PRAGMA cache_size = -65536")
             if route == "json":
-                values = ", ".join(f"value ->> {i}" for i in range(len(RAW_COLUMNS)))
-                sql = f"INSERT INTO {RAW_TABLE} ({cols}) SELECT {values} FROM json_each(?)"
+                # the engine's route: the fields every row shares (campaign, time) bound once,
+                # (seq, customer_id, status) from the JSON array
+                campaign_id, at = rows[0][0], rows[0][4]
+                if any(r[0] != campaign_id or r[4] != at for r in rows):
+                    raise RuntimeError("raw rows of one pass share the campaign and the time")
+                sql = (
+                    f"INSERT INTO {RAW_TABLE} (campaign_id, at, seq, customer_id, status) "
+                    "SELECT ?1, ?2, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?3)"
+                )
                 arrays = [
-                    orjson.dumps(rows[i : i + JSON_BATCH]) for i in range(0, len(rows), JSON_BATCH)
+                    orjson.dumps([r[1:4] for r in rows[i : i + JSON_BATCH]])
+                    for i in range(0, len(rows), JSON_BATCH)
                 ]
                 started = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 for array in arrays:
-                    conn.execute(sql, (array,))
+                    conn.execute(sql, (campaign_id, at, array))
             else:
                 marks = ", ".join("?" for _ in RAW_COLUMNS)
                 started = time.perf_counter()

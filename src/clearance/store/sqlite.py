@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -13,6 +13,11 @@ import orjson
 from clearance.errors import Conflict, InvalidInput, StoreUnavailable
 from clearance.store.db import Database, Params, Row, Tx
 from clearance.store.queries import query
+
+_APPEND_APPROVALS = (
+    "INSERT INTO approvals (campaign_id, at, seq, customer_id, status) "
+    "SELECT ?1, ?2, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?3)"
+)
 
 _CHUNK = 500  # below SQLite's host-parameter limit
 _JSON_BATCH = 20_000  # rows per bulk statement
@@ -65,6 +70,23 @@ class SQLiteTx(Tx):
                 self.conn.execute(sql, (orjson.dumps(rows[i : i + _JSON_BATCH]),))
         except sqlite3.IntegrityError as exc:
             raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
+
+    def append_approvals(
+        self, campaign_id: int, chunks: Iterable[Sequence[tuple[int, str, bool]]], at_ms: int
+    ) -> int:
+        # One json_each statement over (seq, customer_id, status) triples in position order (so
+        # each index page is written once); the campaign and the time are parameters, not
+        # fields every row repeats and SQLite extracts.
+        rows = sorted(e for chunk in chunks for e in chunk)
+        try:
+            for i in range(0, len(rows), _JSON_BATCH):
+                self.conn.execute(
+                    _APPEND_APPROVALS,
+                    (campaign_id, at_ms, orjson.dumps(rows[i : i + _JSON_BATCH])),
+                )
+        except sqlite3.IntegrityError as exc:
+            raise Conflict(f"conflicting row in approvals: {exc}") from exc
+        return len(rows)
 
     def insert_approvals(
         self, campaign_id: int, entries: Sequence[tuple[str, bool]], at_ms: int
