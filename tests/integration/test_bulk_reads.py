@@ -49,9 +49,9 @@ def test_pages_and_ids_come_back_in_key_order_exactly_as_stored(engine, store):
     rows = store.page_target(c.campaign_id, 2000, 1000, attributes=False)
     assert [tuple(r) for r in rows] == [(i + 1, ids[i]) for i in range(2000, len(ids))]
     assert store.page_target(c.campaign_id, len(ids), 1000) == []
-    pages = list(store.iter_target_ids(c.campaign_id, page=1000))
+    pages = list(store.iter_target_rows(c.campaign_id, page=1000))
     assert [len(p) for p in pages] == [1000, 1000, len(ids) - 2000]
-    assert [cid for page in pages for cid in page] == ids
+    assert [tuple(r) for page in pages for r in page] == [(i + 1, cid) for i, cid in enumerate(ids)]
 
 
 def test_hostile_ids_and_attributes_round_trip_and_pages_cross_the_end(engine, store):
@@ -70,7 +70,7 @@ def test_hostile_ids_and_attributes_round_trip_and_pages_cross_the_end(engine, s
     rows = store.page_target(c.campaign_id, len(ids) - 3, 10, attributes=False)
     assert [tuple(r) for r in rows] == [(i + 1, ids[i]) for i in range(len(ids) - 3, len(ids))]
     assert store.page_target(c.campaign_id, len(ids) + 5, 10) == []
-    assert [cid for p in store.iter_target_ids(c.campaign_id, page=6) for cid in p] == ids
+    assert [r[1] for p in store.iter_target_rows(c.campaign_id, page=6) for r in p] == ids
     assert len(store.page_target(other.campaign_id, 0, 1000)) == 50
 
 
@@ -90,7 +90,7 @@ def test_a_bulk_read_out_of_key_order_or_short_of_rows_is_refused(engine, store,
     with pytest.raises(RuntimeError, match="key order"):
         store.page_target(c.campaign_id, 0, 5)
     with pytest.raises(RuntimeError, match="key order"):
-        list(store.iter_target_ids(c.campaign_id, page=5))
+        list(store.iter_target_rows(c.campaign_id, page=5))
 
     def repeated(self, columns, rest, params=()):  # one key before the one asked to resume at
         return real(self, columns, rest, (params[0], params[1] - 1, params[2]))

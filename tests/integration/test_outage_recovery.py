@@ -285,3 +285,52 @@ def test_connections_go_back_to_the_pool_idle(proxied, caplog):
             tx.execute("SELECT ?::int", (2**40,))
         assert proxied.list_listeners() == [(5, "http://127.0.0.1:9/x", None)]
     assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+
+
+def test_sqlite_writers_in_one_process_take_turns_and_a_long_wait_is_a_503(tmp_path: Path):
+    """Writers of one process queue for their turn (no busy-handler polling between them); one
+    that cannot get a turn within the busy timeout is told the database is unavailable."""
+    import threading
+    import time
+
+    from clearance.errors import StoreUnavailable
+
+    path = tmp_path / "turns.db"
+    open_store(f"sqlite:///{path}").close()
+    db = SQLiteDatabase(str(path), busy_timeout=0.3)
+    holding, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold() -> None:
+        with db.transaction() as tx:
+            tx.execute("INSERT INTO promotions (promo_code, promotion_name, created_at) VALUES ('a', '', 0)")
+            holding.set()
+            release.wait(5)
+            order.append("first")
+
+    t = threading.Thread(target=hold)
+    t.start()
+    assert holding.wait(5)
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="busy"), db.transaction():
+        pass
+    assert 0.25 <= time.monotonic() - started < 2
+    waiter = threading.Thread(target=lambda: _second(db, order))
+    waiter.start()
+    time.sleep(0.05)
+    release.set()
+    t.join(5)
+    waiter.join(5)
+    assert order == ["first", "second"]
+    with db.reader() as tx:
+        assert tx.fetchall("SELECT promo_code FROM promotions ORDER BY promo_code") == [
+            ("a",),
+            ("b",),
+        ]
+    db.close()
+
+
+def _second(db: SQLiteDatabase, order: list[str]) -> None:
+    with db.transaction() as tx:
+        tx.execute("INSERT INTO promotions (promo_code, promotion_name, created_at) VALUES ('b', '', 0)")
+        order.append("second")

@@ -252,11 +252,6 @@ class CampaignStore:
         )
 
     # --- reading the target group ---------------------------------------------------------------
-    def iter_target_ids(self, campaign_id: int, page: int = 100_000) -> Iterator[list[str]]:
-        """Every customer id of the target group, a page at a time, by key."""
-        for rows in self.iter_target_rows(campaign_id, page):
-            yield [r[1] for r in rows]
-
     def iter_target_rows(
         self, campaign_id: int, page: int = 100_000
     ) -> Iterator[list[Sequence[Any]]]:

@@ -135,6 +135,11 @@ class SQLiteDatabase(Database):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        # Writers of this process queue here, in order, and each starts the moment the one
+        # before commits; left to SQLite's busy handler they would poll with sleeps of up to
+        # 100 ms. Reentrant, so a nested transaction fails as SQLite says, not by deadlock.
+        # (Other processes' writers still meet SQLite's busy timeout.)
+        self._writer = threading.RLock()
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -161,6 +166,16 @@ class SQLiteDatabase(Database):
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        if not self._writer.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(f"database busy: no write turn within {self.busy_timeout} s")
+        try:
+            with self._write() as tx:
+                yield tx
+        finally:
+            self._writer.release()
+
+    @contextmanager
+    def _write(self) -> Iterator[Tx]:
         conn = self._conn()
         try:
             conn.execute("BEGIN IMMEDIATE")
