@@ -305,6 +305,7 @@ def page_api(
         "rows_per_s": rate(n, seconds),
         "page_ms_first": latencies[0] * 1000,
         "page_ms_p50": statistics.median(latencies) * 1000,
+        "page_ms": [round(t * 1000, 2) for t in latencies],
         "load": os.getloadavg(),
     }
     return run, got
@@ -740,6 +741,7 @@ def run_campaign(
     half = set(random.Random(args.seed + index).sample(order, n // 2))
     passes = [pass_entries(order, p, half) for p in range(args.passes)]
     out["approvals"] = []
+    bodies: list[Any] = []
     for p, entries in enumerate(passes):
         bodies = approval_bodies(campaign_id, entries, args.approval_batch)
         label = f"pass {p + 1} ({PASSES[p]}), {in_flight} in flight"
@@ -752,7 +754,7 @@ def run_campaign(
             f"{run['call_ms_p50']:.0f}/{run['call_ms_last_tenth_p50']:.0f} ms ({la()})"
         )
     del bodies
-    expected = n if args.passes != 2 else n - len(half)
+    expected = (n if args.passes != 2 else n - len(half)) if args.passes else 0
     approved = check(http.get(f"/api/v1/campaigns/{campaign_id}"))["counts"]["approved"]
     if approved != expected:
         raise RuntimeError(f"approved {approved} != {expected}")
@@ -784,8 +786,11 @@ def run_campaign(
         for run, raw in zip(out["approvals"], raws, strict=True):
             run["raw"] = raw
             run["ratio"] = run["rows_per_s"] / raw["rows_per_s"]
-    first, last = out["approvals"][0], out["approvals"][-1]
-    out["third_over_first"] = last["seconds"] / last["rows"] / (first["seconds"] / first["rows"])
+    if out["approvals"]:
+        first, last = out["approvals"][0], out["approvals"][-1]
+        out["third_over_first"] = (
+            last["seconds"] / last["rows"] / (first["seconds"] / first["rows"])
+        )
     out["load_at_end"] = os.getloadavg()
     return out
 
@@ -849,6 +854,9 @@ def run_one(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                         if kind == "postgres" and args.settle:
                             run_sql(kind, url, "VACUUM approvals")
                         worker.drain()
+                if args.paging_only:
+                    result["load_average_at_end"] = os.getloadavg()
+                    return result
                 campaign_id = result["campaigns"][-1]["campaign_id"]
                 execute_at = result["campaigns"][-1]["execute_at"]
                 expected = n if args.passes != 2 else n - n // 2
@@ -1000,6 +1008,8 @@ def table(r: dict[str, Any]) -> str:
                     a["raw"]["rows_per_s"],
                     a["raw"].get("load"),
                 )
+        if not c["approvals"]:
+            continue
         last = c["approvals"][-1]
         row(
             f"[{f} in flight] last pass per row / first pass per row",
@@ -1009,6 +1019,8 @@ def table(r: dict[str, Any]) -> str:
             f"{c['third_over_first']:.2f}",
             verdict(c["third_over_first"], SLOWDOWN_TARGET, False),
         )
+    if "execution" not in r:  # --paging-only
+        return "\n".join(lines)
     expected = r["execution"]["counts"]["sent"]
     row("freeze (worker)", r["freeze_s"], rate(n, r["freeze_s"]), r.get("freeze_load"))
     e = r["execution"]
@@ -1102,10 +1114,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="cProfile the in-process worker's execution step (bench/out/*.prof)",
     )
+    p.add_argument(
+        "--paging-only",
+        action="store_true",
+        help="each campaign: upload, notify, the first paging pass and its raw scan; no "
+        "approvals, no freeze or execution (to iterate on paging)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp dir and the database")
     args = p.parse_args(argv)
     if args.e2e:
         args.in_flight, args.passes, args.raw_tries, args.scan_tries = [1], 1, 0, 0
+    if args.paging_only:
+        args.passes, args.raw_tries = 0, 0
 
     kinds = ["sqlite", "postgres"] if args.database == "both" else [args.database]
     OUT_DIR.mkdir(parents=True, exist_ok=True)

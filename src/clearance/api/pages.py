@@ -14,6 +14,16 @@ from typing import Any
 import orjson
 
 
+def row_tails(action_id: int | None, promo_codes: Sequence[str]) -> list[bytes]:
+    """What follows a row's CustomerID, per promo code: row r (key seq) takes
+    tails[(seq - 1) % len(tails)] (one tail, PromoCode "", without codes)."""
+    action = orjson.dumps(action_id)
+    return [
+        b',"ActionID":%s,"PromoCode":%s' % (action, orjson.dumps(code))
+        for code in (promo_codes or [""])
+    ]
+
+
 def processed_page(
     rows: Sequence[Sequence[Any]],
     action_id: int | None,
@@ -21,12 +31,9 @@ def processed_page(
     names: Sequence[str] = (),
 ) -> bytes:
     """`rows` are (seq, customer_id) or, with attribute `names`, (seq, customer_id, attributes
-    JSON text or None); PromoCode is promo_codes[(seq - 1) % len], "" without codes."""
-    action = orjson.dumps(action_id)
-    tails = [
-        b',"ActionID":%s,"PromoCode":%s' % (action, orjson.dumps(code))
-        for code in (promo_codes or [""])
-    ]
+    JSON text or None); PromoCode is promo_codes[(seq - 1) % len], "" without codes. The
+    reference for the page the database renders (`Store.render_page`)."""
+    tails = row_tails(action_id, promo_codes)
     k = len(tails)
     dumps = orjson.dumps
     if not names:

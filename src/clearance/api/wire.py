@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from clearance.api.auth import authenticate
 from clearance.api.body import read_json
 from clearance.api.deps import runtime_of
-from clearance.api.pages import processed_page
+from clearance.api.pages import processed_page, row_tails
 from clearance.api.ratelimit import LoginThrottle
 from clearance.api.responses import JSON
 from clearance.api.wire_groups import approval_reply, grouped_page, named_groups
@@ -206,6 +206,10 @@ def _processed_page(
         runtime.scheduled.membership.prefetch(campaign_id)
     if (grouped := grouped_page(runtime, c, group, top, skip, names)) is not None:
         return grouped
+    tails = [t.decode() for t in row_tails(c.action_id, c.promo_codes)]
+    body = runtime.store.render_page(campaign_id, skip, top, tails, names)
+    if body is not None:
+        return body
     rows = runtime.store.page_target(campaign_id, skip, top, attributes=bool(names))
     return processed_page(rows, c.action_id, c.promo_codes, names)
 

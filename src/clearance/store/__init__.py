@@ -12,6 +12,7 @@ from clearance.store.console import ConsoleStore
 from clearance.store.db import Database
 from clearance.store.group_approvals import GroupApprovalResult, GroupApprovalStore
 from clearance.store.outbox import OutboxSend, OutboxStore, TriggeredBatch
+from clearance.store.page_json import PageStore
 from clearance.store.send_groups import SendGroupStore
 from clearance.store.triggered import DecisionRow, GatewayConfig, TriggeredStore
 from clearance.store.work import Batch, LeaseLost, Notification, WorkStore
@@ -22,6 +23,7 @@ class Store(
     CampaignStore,
     GroupApprovalStore,
     SendGroupStore,
+    PageStore,
     WorkStore,
     TriggeredStore,
     OutboxStore,

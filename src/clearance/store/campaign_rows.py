@@ -100,7 +100,11 @@ def check_key_order(rows: Sequence[Sequence[Any]], after_seq: int) -> None:
     """A bulk read of the target group must come back in key order, every key past `after_seq`
     (a page is resumed from its last key, and PromoCodes follow the key): an aggregate's order is
     not something SQL promises, so a read out of order is refused rather than served."""
-    seqs = list(map(operator.itemgetter(0), rows))
+    check_seq_order(list(map(operator.itemgetter(0), rows)), after_seq)
+
+
+def check_seq_order(seqs: Sequence[int], after_seq: int) -> None:
+    """`check_key_order` for the keys alone."""
     if seqs and (seqs[0] <= after_seq or not all(map(operator.lt, seqs, seqs[1:]))):
         raise RuntimeError(f"bulk read of the target group out of key order after {after_seq}")
 
