@@ -152,6 +152,8 @@ def rss_kb(pid: int) -> int:
 
 
 class Engine:
+    server = "uvicorn"  # or "granian" (--server): the HTTP server the engine's app runs under
+
     def __init__(
         self,
         workdir: Path,
@@ -174,18 +176,41 @@ class Engine:
             "CLEARANCE_FILE_CHANNEL_DIR": str(workdir / "sends"),
             "CLEARANCE_DATABASE_URL": f"sqlite:///{workdir / f'gate-{concurrency}.db'}",
         }
-        self.proc = subprocess.Popen(
-            [
+        command = [
+            sys.executable,
+            "-m",
+            "clearance.cli",
+            "serve",
+            "--no-worker",
+            "--workers",
+            str(processes),
+            "--port",
+            str(self.port),
+        ]
+        if self.server == "granian":  # the same app (bench/granian_app.py) under granian
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+            command = [
                 sys.executable,
                 "-m",
-                "clearance.cli",
-                "serve",
-                "--no-worker",
+                "granian",
+                "--interface",
+                "asgi",
+                "--factory",
+                "--loop",
+                "uvloop",
+                "--no-ws",
                 "--workers",
                 str(processes),
+                "--host",
+                "127.0.0.1",
                 "--port",
                 str(self.port),
-            ],
+                "--log-level",
+                "warning",
+                "bench.granian_app:app",
+            ]
+        self.proc = subprocess.Popen(
+            command,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -451,6 +476,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "throughput": {},
         "engine_processes": args.engine_processes,
         "engine_client": args.engine_client,
+        "server": args.server,
         "gateway_processes": args.gateway_processes,
         "event_loop": "uvloop",
         "load_average_at_start": os.getloadavg(),
@@ -648,7 +674,8 @@ def load(figure: dict[str, Any]) -> str:
 def report(out: dict[str, Any]) -> None:
     start, end = out["load_average_at_start"], out["load_average_at_end"]
     print(
-        f"\nengine: {out['engine_processes']} API process(es), gate client {out['engine_client']}, "
+        f"\nengine: {out['engine_processes']} API process(es) under {out['server']}, gate client "
+        f"{out['engine_client']}, "
         f"everything on {out['event_loop']}, {out['gateway_processes']} gateway process(es); "
         f"load average at start {start[0]:.2f} {start[1]:.2f} {start[2]:.2f}, at end "
         f"{end[0]:.2f} {end[1]:.2f} {end[2]:.2f}"
@@ -758,7 +785,14 @@ def main() -> None:
         choices=["pyreqwest"],
         help="the engine's gate client (CLEARANCE_GATE_CLIENT)",
     )
+    parser.add_argument(
+        "--server",
+        default="uvicorn",
+        choices=["uvicorn", "granian"],
+        help="the engine's HTTP server (granian: install it; the app is bench/granian_app.py)",
+    )
     args = parser.parse_args()
+    Engine.server = args.server
     out = uvloop.run(run(args))
     report(out)
     target = ROOT / "bench" / "out" / "gate.json"

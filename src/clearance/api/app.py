@@ -12,17 +12,18 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
 
 from clearance import __version__
 from clearance.api import errors
 from clearance.api.admin import admin_router
 from clearance.api.auth import KeyCache, authenticate
 from clearance.api.body import BodyLimit
-from clearance.api.fast import FastPath
+from clearance.api.fast import METHOD, PATH, EventsEndpoint
 from clearance.api.native import native_router
 from clearance.api.ratelimit import KeyRateLimiter, LoginThrottle
 from clearance.api.responses import JSON
-from clearance.api.triggered import events_router, handle_events, triggered_router
+from clearance.api.triggered import events_router, triggered_router
 from clearance.api.wire import wire_router
 from clearance.clock import SystemClock
 from clearance.config import Settings
@@ -30,6 +31,24 @@ from clearance.console import install as install_console
 from clearance.errors import ClearanceError
 from clearance.logs import RequestLog, configure_logging, install_request_ids
 from clearance.runtime import Runtime
+
+
+class ClearanceApp(FastAPI):
+    """The FastAPI app, with POST /api/v1/events dispatched before its middleware stack (see
+    clearance.api.fast); every other request goes through the stack as usual."""
+
+    events: EventsEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.events is not None
+            and scope["type"] == "http"
+            and scope["path"] == PATH
+            and scope["method"] == METHOD
+        ):
+            await self.events(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -44,7 +63,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         finally:
             await runtime.stop()  # drains the decision log, then stops the worker
 
-    app = FastAPI(
+    app = ClearanceApp(
         title="clearance",
         version=__version__,
         description="Conditional execution for customer campaigns. Native API (admin key in "
@@ -89,7 +108,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         """The one call that needs no key: answers 200 while the database answers."""
         return {"status": "ok", "schema_version": runtime.store.db.schema_version()}
 
-    app.add_middleware(FastPath, path="/api/v1/events", method="POST", handler=handle_events)
+    app.events = EventsEndpoint(app, runtime, settings.access_log)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestLog, access_log=settings.access_log)
     return app
