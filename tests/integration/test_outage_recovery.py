@@ -303,7 +303,7 @@ def test_sqlite_writers_in_one_process_take_turns_and_a_long_wait_is_a_503(tmp_p
 
     def hold() -> None:
         with db.transaction() as tx:
-            tx.execute("INSERT INTO promotions (promo_code, promotion_name, created_at) VALUES ('a', '', 0)")
+            tx.execute(_PROMO, ("a",))
             holding.set()
             release.wait(5)
             order.append("first")
@@ -330,7 +330,10 @@ def test_sqlite_writers_in_one_process_take_turns_and_a_long_wait_is_a_503(tmp_p
     db.close()
 
 
+_PROMO = "INSERT INTO promotions (promo_code, promotion_name, created_at) VALUES (?, '', 0)"
+
+
 def _second(db: SQLiteDatabase, order: list[str]) -> None:
     with db.transaction() as tx:
-        tx.execute("INSERT INTO promotions (promo_code, promotion_name, created_at) VALUES ('b', '', 0)")
+        tx.execute(_PROMO, ("b",))
         order.append("second")
