@@ -50,8 +50,10 @@ def test_pages_and_ids_come_back_in_key_order_exactly_as_stored(engine, store):
     assert [tuple(r) for r in rows] == [(i + 1, ids[i]) for i in range(2000, len(ids))]
     assert store.page_target(c.campaign_id, len(ids), 1000) == []
     pages = list(store.iter_target_rows(c.campaign_id, page=1000))
-    assert [len(p) for p in pages] == [1000, 1000, len(ids) - 2000]
-    assert [tuple(r) for page in pages for r in page] == [(i + 1, cid) for i, cid in enumerate(ids)]
+    assert [len(ids_) for _, ids_ in pages] == [1000, 1000, len(ids) - 2000]
+    assert [(s, c) for seqs, ids_ in pages for s, c in zip(seqs, ids_, strict=True)] == [
+        (i + 1, cid) for i, cid in enumerate(ids)
+    ]
 
 
 def test_hostile_ids_and_attributes_round_trip_and_pages_cross_the_end(engine, store):
@@ -70,7 +72,7 @@ def test_hostile_ids_and_attributes_round_trip_and_pages_cross_the_end(engine, s
     rows = store.page_target(c.campaign_id, len(ids) - 3, 10, attributes=False)
     assert [tuple(r) for r in rows] == [(i + 1, ids[i]) for i in range(len(ids) - 3, len(ids))]
     assert store.page_target(c.campaign_id, len(ids) + 5, 10) == []
-    assert [r[1] for p in store.iter_target_rows(c.campaign_id, page=6) for r in p] == ids
+    assert [cid for _, p in store.iter_target_rows(c.campaign_id, page=6) for cid in p] == ids
     assert len(store.page_target(other.campaign_id, 0, 1000)) == 50
 
 
@@ -89,6 +91,12 @@ def test_a_bulk_read_out_of_key_order_or_short_of_rows_is_refused(engine, store,
     monkeypatch.setattr(tx_type, "fetch_rows", swapped)
     with pytest.raises(RuntimeError, match="key order"):
         store.page_target(c.campaign_id, 0, 5)
+    real_columns = tx_type.fetch_columns
+
+    def swapped_columns(self, columns, rest, params=()):
+        return [[c[1], c[0], *c[2:]] for c in real_columns(self, columns, rest, params)]
+
+    monkeypatch.setattr(tx_type, "fetch_columns", swapped_columns)
     with pytest.raises(RuntimeError, match="key order"):
         list(store.iter_target_rows(c.campaign_id, page=5))
 
@@ -118,3 +126,20 @@ def test_the_sqlite_json_read_refuses_a_decoded_array_of_the_wrong_length(monkey
     monkeypatch.setattr(sqlite_mod.orjson, "loads", lambda text: real_loads(text)[:-1])
     with pytest.raises(RuntimeError, match="refused"):
         tx.fetch_rows("seq, v", "FROM t ORDER BY seq", ())
+
+
+def test_the_sqlite_column_read_refuses_a_column_short_of_its_rows(monkeypatch):
+    sqlite_mod = pytest.importorskip("clearance.store.sqlite")
+    import sqlite3
+
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (seq INTEGER, v TEXT)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [(i, f"v{i}") for i in range(1, 6)])
+    tx = sqlite_mod.SQLiteTx(conn)
+    rest = "FROM t WHERE seq > ? ORDER BY seq LIMIT ?"
+    assert tx.fetch_columns(("seq", "v"), rest, (1, 3)) == [[2, 3, 4], ["v2", "v3", "v4"]]
+    assert tx.fetch_columns(("seq", "v"), rest, (9, 3)) == [[], []]
+    real_loads = sqlite_mod.orjson.loads
+    monkeypatch.setattr(sqlite_mod.orjson, "loads", lambda text: real_loads(text)[:-1])
+    with pytest.raises(RuntimeError, match="refused"):
+        tx.fetch_columns(("seq", "v"), rest, (0, 9))

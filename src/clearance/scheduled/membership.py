@@ -112,18 +112,14 @@ class MembershipCache:
             hashes = np.empty(campaign.target_count, dtype=np.int64)
             seqs = np.empty(campaign.target_count, dtype=np.int64)
             n = 0
-            for rows in self.store.iter_target_rows(campaign_id):
-                if n + len(rows) > len(hashes):  # the group is frozen: more rows is a surprise
+            for page_seqs, ids in self.store.iter_target_rows(campaign_id):
+                if n + len(ids) > len(hashes):  # the group is frozen: more rows is a surprise
                     raise RuntimeError(
                         f"campaign {campaign_id}: target group larger than its target_count"
                     )
-                hashes[n : n + len(rows)] = np.fromiter(
-                    (hash(r[1]) for r in rows), dtype=np.int64, count=len(rows)
-                )
-                seqs[n : n + len(rows)] = np.fromiter(
-                    (r[0] for r in rows), dtype=np.int64, count=len(rows)
-                )
-                n += len(rows)
+                hashes[n : n + len(ids)] = np.fromiter(map(hash, ids), np.int64, len(ids))
+                seqs[n : n + len(ids)] = page_seqs
+                n += len(ids)
             index = TargetIndex(hashes[:n], seqs[:n])
             if not index.unique():
                 with self._lock:

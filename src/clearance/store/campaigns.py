@@ -18,6 +18,7 @@ from clearance.store.campaign_rows import (
     campaign_from_row,
     channels_json,
     check_key_order,
+    check_seq_order,
     exclusion_reason,
     undelivered_seqs,
 )
@@ -32,8 +33,7 @@ FREEZE_APPROVALS = query("freeze_approvals", latest_approvals=LATEST_APPROVALS)
 
 
 APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
-# An approval at its customer's position in the target group: (seq, customer_id, status).
-Placed = tuple[int, str, bool]
+Placed = tuple[int, str, bool]  # an approval at its customer's position: (seq, id, status)
 SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[Placed], list[str]]]
 
 
@@ -254,21 +254,21 @@ class CampaignStore:
     # --- reading the target group ---------------------------------------------------------------
     def iter_target_rows(
         self, campaign_id: int, page: int = 100_000
-    ) -> Iterator[list[Sequence[Any]]]:
-        """Every (seq, customer_id) of the target group, a page at a time, by key."""
+    ) -> Iterator[tuple[list[int], list[str]]]:
+        """Every (seqs, customer_ids) of the target group, a page at a time, by key."""
         after = 0
         while True:
             with self.db.reader() as tx:
-                rows = tx.fetch_rows(
-                    "seq, customer_id",
+                seqs, ids = tx.fetch_columns(
+                    ("seq", "customer_id"),
                     "FROM target_customers WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                     (campaign_id, after, page),
                 )
-            if not rows:
+            if not seqs:
                 return
-            check_key_order(rows, after)
-            yield rows
-            after = int(rows[-1][0])
+            check_seq_order(seqs, after)
+            yield seqs, ids
+            after = int(seqs[-1])
 
     def page_target(
         self, campaign_id: int, after_seq: int, limit: int, attributes: bool = True

@@ -34,6 +34,15 @@ class Tx(abc.ABC):
         backend may carry them in one piece. `columns` are plain column names."""
         return cast(list[Sequence[Any]], self.fetchall(f"SELECT {columns} {rest}", params))
 
+    def fetch_columns(
+        self, columns: Sequence[str], rest: str, params: Params = ()
+    ) -> list[list[Any]]:
+        """The columns of `SELECT {columns} {rest}`, each as one list, rows in the same order
+        (a bulk read the caller turns into arrays). The first column is a key: a backend may
+        order by it."""
+        rows = self.fetchall(f"SELECT {', '.join(columns)} {rest}", params)
+        return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in columns]
+
     def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         rows = self.fetchall(sql, params)
         return rows[0] if rows else None
