@@ -45,15 +45,14 @@ class TargetIndex:
             return [], []
         if not len(self.hashes):
             return [], [cid for cid, _ in entries]
-        wanted = np.fromiter(map(hash, [cid for cid, _ in entries]), np.int64, len(entries))
+        ids = [cid for cid, _ in entries]
+        wanted = np.fromiter(map(hash, ids), np.int64, len(entries))
         pos = np.searchsorted(self.hashes, wanted)
         pos[pos == len(self.hashes)] = 0
         found = self.hashes[pos] == wanted
         seqs = self.seqs[pos].tolist()
         if found.all():
-            return [
-                (seq, cid, status) for seq, (cid, status) in zip(seqs, entries, strict=True)
-            ], []
+            return list(zip(seqs, ids, [status for _, status in entries], strict=True)), []
         ok = found.tolist()
         members = [
             (seq, cid, status)
