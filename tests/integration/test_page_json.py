@@ -12,7 +12,7 @@ import pytest
 
 from clearance.api.pages import processed_page, row_tails
 from clearance.domain import Campaign, ChannelRef, State, Template
-from clearance.store.page_json import MAX_SQL_CODES
+from clearance.store.page_json import MAX_SQL_CODES, MAX_SQL_NAMES
 
 HOSTILE_IDS = [
     'q"uote',
@@ -139,3 +139,21 @@ def test_a_nul_in_an_attribute_is_rendered_by_the_caller_on_postgres(engine, sto
     else:
         assert page is None
     assert _render(store, c, 0, 10, []) == _reference(store, c, 0, 10, [])
+
+
+def test_a_page_asking_for_many_attributes_is_still_served(engine, worker, store, api):
+    """SQLite's json_extract takes at most 127 arguments and PostgreSQL's parser overflows on a
+    `||` chain of thousands: a listener asking for that many attribute names gets the page the
+    Python renderer writes (once a 500 on SQLite from 127 names, a 503 on PostgreSQL)."""
+    target = [("a", orjson.dumps({"n1": 1, "n126": "x"}).decode()), ("b", None)]
+    c = _campaign(engine, target, ["P"])
+    worker.drain()
+    for n in (MAX_SQL_NAMES, MAX_SQL_NAMES + 1, 127, 200, 5_000):
+        names = [f"n{i}" for i in range(n)]
+        r = api.get(
+            "/current/customers/GetProcessedCampaignCustomers",
+            params={"CampaignID": c.campaign_id, "CustomerAttributes": ";".join(names)},
+        )
+        assert r.status_code == 200, (n, r.text[:300])
+        assert r.content == _reference(store, c, 0, 10_000, names), n
+        assert r.json()[0]["CustomerAttributes"][126 if n > 126 else 1] == ("x" if n > 126 else 1)

@@ -87,7 +87,8 @@ def _decision_csv(runtime: Runtime, filters: dict[str, Any]) -> Iterator[str]:
 
 def _answered_by(runtime: Runtime, campaign_id: int, at_ms: int | None) -> str:
     """The key or user whose call stored the customer's latest answer ("" when none was
-    recorded: approvals stored before the record existed, or a crash between the two)."""
+    recorded: approvals stored before the record existed, or before it was written in the
+    approvals' own transaction, when a crash could fall between the two)."""
     return "" if at_ms is None else " or ".join(runtime.store.approvers(campaign_id, at_ms))
 
 

@@ -5,8 +5,8 @@ The reference renderer is `clearance.api.pages.processed_page`; this one must gi
 (tests/integration/test_page_json.py compares them on hostile ids and attributes). The parts every
 row shares (`tails`: the encoded ActionID and PromoCode, one per promo code) are encoded by the
 caller and passed as parameters. Where SQL cannot say the same thing in the same bytes (many promo
-codes, attribute names a SQLite JSON path cannot spell) `render_page` answers None and the caller
-renders the rows itself.
+codes, many attribute names, names a SQLite JSON path cannot spell) `render_page` answers None and
+the caller renders the rows itself.
 
 Customer ids hold no control characters (the API refuses them); either way both databases escape
 strings as orjson does (`"`, `\\`, the short escapes, `\\u00xx` for the other control characters,
@@ -27,6 +27,9 @@ from clearance.store.campaign_rows import check_seq_order
 from clearance.store.db import Database
 
 MAX_SQL_CODES = 16  # a CASE branch per promo code; beyond this the caller renders the rows
+# An argument of SQLite's json_extract per name (127 arguments at most by default), a `||` chain
+# per name on PostgreSQL (thousands overflow its parser's stack): beyond this the caller renders.
+MAX_SQL_NAMES = 100
 _SQLITE_PATH_SAFE = re.compile(r'[^"\\\x00-\x1f\x7f]+')  # spelled as `$."name"` unescaped
 _FROM = "FROM target_customers WHERE campaign_id = ? AND seq > ? ORDER BY seq LIMIT ?"  # by key
 
@@ -93,7 +96,7 @@ class PageStore:
         """The page's JSON bytes: rows by key after `after_seq`, each
         `{"CustomerID":…` + tails[(seq - 1) % len(tails)] (+ `,"CustomerAttributes":[…]`) + `}`;
         None when this route cannot render it (the caller then renders the rows)."""
-        if not tails or len(tails) > MAX_SQL_CODES:
+        if not tails or len(tails) > MAX_SQL_CODES or len(names) > MAX_SQL_NAMES:
             return None
         built = _sqlite(tails, names) if self.db.dialect == "sqlite" else _postgres(tails, names)
         if built is None:
