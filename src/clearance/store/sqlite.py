@@ -151,10 +151,11 @@ class SQLiteDatabase(Database):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        # Writers of this process queue here, in order, and each starts the moment the one
-        # before commits; left to SQLite's busy handler they would poll with sleeps of up to
-        # 100 ms. Reentrant, so a nested transaction fails as SQLite says, not by deadlock.
-        # (Other processes' writers still meet SQLite's busy timeout.)
+        # Writers of this process wait here (not in arrival order: a lock is not a queue) and
+        # one starts the moment the one before commits; left to SQLite's busy handler they would
+        # poll with sleeps of up to 100 ms. Reentrant, so a nested transaction fails as SQLite
+        # says, not by deadlock. Other processes' writers still meet SQLite's busy timeout, so
+        # the longest wait is the busy timeout twice.
         self._writer = threading.RLock()
 
     def _conn(self) -> sqlite3.Connection:
