@@ -33,7 +33,7 @@ class Settings:
     worker_poll_seconds: float = 0.5
     lease_seconds: float = 30.0
     execution_chunk: int = 5000
-    # customers whose target-group membership each API process keeps in memory (8 bytes each)
+    # customers whose target-group membership each API process keeps in memory (16 bytes each)
     membership_cache_customers: int = 10_000_000
     file_channel_dir: str = "./clearance-sends"
     outbound_timeout_seconds: float = 10.0
