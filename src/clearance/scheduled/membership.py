@@ -20,9 +20,9 @@ import numpy.typing as npt
 
 from clearance.domain import State
 from clearance.store import Store
+from clearance.store.db import Placed
 
 Entries = Sequence[tuple[str, bool]]
-Placed = list[tuple[int, str, bool]]
 
 
 class TargetIndex:
@@ -38,7 +38,7 @@ class TargetIndex:
         """No two members share a hash (else a hash could not name one position)."""
         return not bool((self.hashes[1:] == self.hashes[:-1]).any())
 
-    def split(self, entries: Entries) -> tuple[Placed, list[str]]:
+    def split(self, entries: Entries) -> tuple[list[Placed], list[str]]:
         """(entries whose customer is in the target group, as (seq, customer_id, status) in
         the call's order; ids that are not)."""
         if not entries:

@@ -11,6 +11,7 @@ import orjson
 
 from clearance.clock import from_ms
 from clearance.domain import Campaign, ChannelRef, Reason, State, Template
+from clearance.errors import Conflict
 from clearance.store.db import Tx
 
 # (customer id, attributes JSON[, send group id]): a V1 row, or one placed in a send group
@@ -107,6 +108,19 @@ def check_seq_order(seqs: Sequence[int], after_seq: int) -> None:
     """`check_key_order` for the keys alone."""
     if seqs and (seqs[0] <= after_seq or not all(map(operator.lt, seqs, seqs[1:]))):
         raise RuntimeError(f"bulk read of the target group out of key order after {after_seq}")
+
+
+def refuse_unless_processed(campaign_id: int, conditional: Any, state: Any) -> None:
+    """Approvals apply only to a conditional campaign whose listeners have been notified."""
+    if not conditional:
+        raise Conflict(f"campaign {campaign_id} is not a conditional campaign")
+    if state == State.CANCELED:
+        raise Conflict(f"campaign {campaign_id} is canceled")
+    if state in (State.DRAFT, State.SCHEDULED):
+        raise Conflict(
+            f"campaign {campaign_id} is not processed yet; approvals open once its "
+            "listeners are notified"
+        )
 
 
 def exclusion_reason(state: State, approval: Any, late: bool) -> str:

@@ -20,9 +20,10 @@ from clearance.store.campaign_rows import (
     check_key_order,
     check_seq_order,
     exclusion_reason,
+    refuse_unless_processed,
     undelivered_seqs,
 )
-from clearance.store.db import Database, Tx
+from clearance.store.db import Database, Placed, Tx
 from clearance.store.queries import query
 
 # The approvals that count: per customer, the latest status (a tie in time goes to "false").
@@ -33,7 +34,6 @@ FREEZE_APPROVALS = query("freeze_approvals", latest_approvals=LATEST_APPROVALS)
 
 
 APPROVAL_CHUNK = 2_000  # approvals split and streamed to the database at a time
-Placed = tuple[int, str, bool]  # an approval at its customer's position: (seq, id, status)
 SplitMembers = Callable[[Sequence[tuple[str, bool]]], tuple[Sequence[Placed], list[str]]]
 
 
@@ -200,15 +200,7 @@ class CampaignStore:
             row = self._get_row(tx, campaign_id, self.db.lock_share)
             now = now_ms()
             state = row["state"]
-            if not row["conditional"]:
-                raise Conflict(f"campaign {campaign_id} is not a conditional campaign")
-            if state == State.CANCELED:
-                raise Conflict(f"campaign {campaign_id} is canceled")
-            if state in (State.DRAFT, State.SCHEDULED):
-                raise Conflict(
-                    f"campaign {campaign_id} is not processed yet; approvals open once its "
-                    "listeners are notified"
-                )
+            refuse_unless_processed(campaign_id, row["conditional"], state)
             deadline = row["clearance_required_by"]
             if state == State.AWAITING_CLEARANCE and (deadline is None or now < deadline):
                 if split_members is not None:  # membership known in memory: a plain bulk insert

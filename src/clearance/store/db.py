@@ -14,6 +14,7 @@ from typing import Any, cast
 
 Row = tuple[Any, ...]
 Params = Sequence[Any]
+Placed = tuple[int, str, bool]  # an approval at its customer's position: (seq, id, status)
 
 
 class Tx(abc.ABC):
@@ -69,18 +70,13 @@ class Tx(abc.ABC):
     def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Params]) -> None:
         """Bulk insert through the backend's fastest route."""
 
+    @abc.abstractmethod
     def append_approvals(
-        self, campaign_id: int, chunks: Iterable[Sequence[tuple[int, str, bool]]], at_ms: int
+        self, campaign_id: int, chunks: Iterable[Sequence[Placed]], at_ms: int
     ) -> int:
         """Append approvals already placed at their customers' positions in the target group,
-        as (seq, customer_id, status), arriving in chunks (a backend may store one while the
-        next is prepared); return how many were appended."""
-        rows = [
-            (campaign_id, seq, cid, status, at_ms) for chunk in chunks for seq, cid, status in chunk
-        ]
-        rows.sort(key=lambda r: r[1])  # in index order: the commit then writes each page once
-        self.copy_rows("approvals", ("campaign_id", "seq", "customer_id", "status", "at"), rows)
-        return len(rows)
+        arriving in chunks (a backend may store one while the next is prepared); return how
+        many were appended."""
 
     @abc.abstractmethod
     def insert_approvals(

@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clearance.domain import GroupState, State
-from clearance.errors import Conflict
+from clearance.domain import GroupState
 from clearance.store.approval_calls import record_approval_call
+from clearance.store.campaign_rows import refuse_unless_processed
 from clearance.store.campaigns import LATEST_STATUS
 from clearance.store.db import Database
 
@@ -72,16 +72,7 @@ class GroupApprovalStore:
                     )
                 )
         assert row is not None  # the caller read the campaign
-        state = row[0]
-        if not row[1]:
-            raise Conflict(f"campaign {campaign_id} is not a conditional campaign")
-        if state == State.CANCELED:
-            raise Conflict(f"campaign {campaign_id} is canceled")
-        if state in (State.DRAFT, State.SCHEDULED):
-            raise Conflict(
-                f"campaign {campaign_id} is not processed yet; approvals open once its "
-                "listeners are notified"
-            )
+        refuse_unless_processed(campaign_id, row[1], row[0])
         missing = [cid for cid in ids if cid not in group_of]
         mismatch = [
             cid

@@ -11,7 +11,7 @@ import psycopg
 import psycopg_pool
 
 from clearance.errors import Conflict, InvalidInput, StoreUnavailable
-from clearance.store.db import Database, Params, Row, Tx
+from clearance.store.db import Database, Params, Placed, Row, Tx
 from clearance.store.queries import query
 
 _SQL_CACHE: dict[str, str] = {}
@@ -25,7 +25,7 @@ def _copy_text(value: str) -> str:
     return value.translate(_COPY_ESCAPES)
 
 
-def _approvals_text(entries: Sequence[tuple[int, str, bool]], tail: str) -> str:
+def _approvals_text(entries: Sequence[Placed], tail: str) -> str:
     """Rows `seq, customer_id, status` + `tail` (the fields common to all) in COPY's text
     format."""
     text = "".join(
@@ -105,7 +105,7 @@ class PostgresTx(Tx):
             raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
     def append_approvals(
-        self, campaign_id: int, chunks: Iterable[Sequence[tuple[int, str, bool]]], at_ms: int
+        self, campaign_id: int, chunks: Iterable[Sequence[Placed]], at_ms: int
     ) -> int:
         # COPY text built a chunk at a time and written in one piece: psycopg's write_row costs
         # more per row than the server does to store it, and the server stores each chunk while

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from clearance.errors import Conflict, InvalidInput, StoreUnavailable
-from clearance.store.db import Database, Params, Row, Tx
+from clearance.store.db import Database, Params, Placed, Row, Tx
 from clearance.store.queries import query
 
 _APPEND_APPROVALS = (
@@ -39,35 +39,28 @@ class SQLiteTx(Tx):
     def fetch_rows(self, columns: str, rest: str, params: Params = ()) -> list[Sequence[Any]]:
         # One JSON array for the whole read, not a row at a time: the driver releases and
         # re-takes the GIL for every row it steps, so two bulk reads at once (a listener's page
-        # and the membership index being built) convoy on it; this takes it back once. The
-        # statement counts the rows it aggregates, and a decoded array of any other length is
-        # refused: never a page short of rows. (Key order is checked by the callers.)
-        row = self.conn.execute(
-            "SELECT count(*), json_group_array(json_array("
-            f"{columns})) FROM (SELECT {columns} {rest})",
-            params,
-        ).fetchone()
-        rows: list[Sequence[Any]] = orjson.loads(row[1]) if row and row[1] else []
-        if row is None or len(rows) != row[0]:
-            raise RuntimeError(
-                f"bulk read decoded {len(rows)} rows of {row[0] if row else '?'}: refused"
-            )
+        # and the membership index being built) convoy on it; this takes it back once.
+        (rows,) = self._json_arrays([f"json_array({columns})"], f"SELECT {columns} {rest}", params)
         return rows
 
     def fetch_columns(
         self, columns: Sequence[str], rest: str, params: Params = ()
     ) -> list[list[Any]]:
-        # One JSON array a column (the aggregates of one statement see the rows in one order);
-        # each is checked to hold every row counted.
-        arrays = ", ".join(f"json_group_array({c})" for c in columns)
-        row = self.conn.execute(
-            f"SELECT count(*), {arrays} FROM (SELECT {', '.join(columns)} {rest})", params
-        ).fetchone()
-        if row is None or not row[0]:
-            return [[] for _ in columns]
-        out: list[list[Any]] = [orjson.loads(text) for text in row[1:]]
-        if any(len(c) != row[0] for c in out):
-            raise RuntimeError(f"bulk read decoded columns short of its {row[0]} rows: refused")
+        # One JSON array a column (the aggregates of one statement see the rows in one order).
+        return self._json_arrays(columns, f"SELECT {', '.join(columns)} {rest}", params)
+
+    def _json_arrays(self, values: Sequence[str], inner: str, params: Params) -> list[list[Any]]:
+        """`json_group_array` of each of `values` over the rows of `inner`, decoded. The
+        statement counts the rows it aggregates, and an array of any other length is refused:
+        never a read short of rows. (Key order is checked by the callers.)"""
+        arrays = ", ".join(f"json_group_array({v})" for v in values)
+        row = self.conn.execute(f"SELECT count(*), {arrays} FROM ({inner})", params).fetchone()
+        if row is None:
+            raise RuntimeError("bulk read returned no row: refused")
+        out: list[list[Any]] = [orjson.loads(text) if text else [] for text in row[1:]]
+        for decoded in out:
+            if len(decoded) != row[0]:
+                raise RuntimeError(f"bulk read decoded {len(decoded)} rows of {row[0]}: refused")
         return out
 
     def fetchdicts(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
@@ -88,7 +81,7 @@ class SQLiteTx(Tx):
             raise Conflict(f"duplicate or conflicting row in {table}: {exc}") from exc
 
     def append_approvals(
-        self, campaign_id: int, chunks: Iterable[Sequence[tuple[int, str, bool]]], at_ms: int
+        self, campaign_id: int, chunks: Iterable[Sequence[Placed]], at_ms: int
     ) -> int:
         # One json_each statement over (seq, customer_id, status) triples in position order (so
         # each index page is written once); the campaign and the time are parameters, not
