@@ -19,7 +19,11 @@ def new_campaign(
     lead: int | None = None,
     campaign_id: int = 0,
     customer_ids: list[str] | None = None,
+    targets: list[tuple[str, str | None]] | None = None,
+    promo_codes: tuple[str, ...] = ("P1", "P2"),
 ) -> Campaign:
+    """A scheduled campaign of `customers` (c0, c1, ...), or of `customer_ids`, or of `targets`
+    (id, attributes JSON) rows."""
     c = Campaign(
         campaign_id=campaign_id,
         name="test",
@@ -28,13 +32,15 @@ def new_campaign(
         conditional=conditional,
         action_id=7,
         action_name="bonus",
-        promo_codes=["P1", "P2"],
+        promo_codes=list(promo_codes),
         channels=[ChannelRef(ch, f"ch{ch}", (Template(ch * 10, "t"),)) for ch in channels],
         state=State.SCHEDULED,
         clearance_lead_seconds=lead,
     )
-    ids = customer_ids if customer_ids is not None else [f"c{i}" for i in range(customers)]
-    return engine.create_campaign(c, [(cid, None) for cid in ids])
+    if targets is None:
+        ids = customer_ids if customer_ids is not None else [f"c{i}" for i in range(customers)]
+        targets = [(cid, None) for cid in ids]
+    return engine.create_campaign(c, targets)
 
 
 def wait_until(what: str, seconds: float, check: Callable[[], Any]) -> Any:

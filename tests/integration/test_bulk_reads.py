@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import random
 import string
-from datetime import timedelta
 
 import orjson
 import pytest
 
-from clearance.domain import Campaign, ChannelRef, State, Template
+from tests.helpers import new_campaign
 
 
 def _campaign(engine, rows):
-    c = Campaign(
-        campaign_id=0,
-        name="bulk",
-        execute_at=engine.clock.now() + timedelta(hours=2),
-        duration_days=1,
-        conditional=True,
-        action_id=7,
-        action_name="bonus",
-        promo_codes=["P1"],
-        channels=[ChannelRef(504, "ch", (Template(5040, "t"),))],
-        state=State.SCHEDULED,
-    )
-    return engine.create_campaign(c, rows)
+    return new_campaign(engine, targets=rows, promo_codes=("P1",))
 
 
 def test_pages_and_ids_come_back_in_key_order_exactly_as_stored(engine, store):

@@ -5,14 +5,13 @@ count, pages that cross the end."""
 from __future__ import annotations
 
 import random
-from datetime import timedelta
 
 import orjson
 import pytest
 
 from clearance.api.pages import processed_page, row_tails
-from clearance.domain import Campaign, ChannelRef, State, Template
 from clearance.store.page_json import MAX_SQL_CODES, MAX_SQL_NAMES
+from tests.helpers import new_campaign
 
 HOSTILE_IDS = [
     'q"uote',
@@ -59,19 +58,7 @@ NAMES = ["tier", "a.b", "with space", "[0]", "$", "ü", "it's", "x*", "missing"]
 
 
 def _campaign(engine, rows, codes):
-    c = Campaign(
-        campaign_id=0,
-        name="pages",
-        execute_at=engine.clock.now() + timedelta(hours=2),
-        duration_days=1,
-        conditional=True,
-        action_id=7,
-        action_name="bonus",
-        promo_codes=codes,
-        channels=[ChannelRef(504, "ch", (Template(5040, "t"),))],
-        state=State.SCHEDULED,
-    )
-    return engine.create_campaign(c, rows)
+    return new_campaign(engine, targets=rows, promo_codes=tuple(codes))
 
 
 def _rows(rng: random.Random, n: int) -> list[tuple[str, str | None]]:
